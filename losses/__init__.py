@@ -1,0 +1,8 @@
+"""Plain `nn.Module` losses. Every loss the engine sees is a `Composite` of named terms with
+weights from config, so an ablation is a config change and each term is logged by name."""
+
+from losses.composite import Composite
+from losses.spectral import MultiResolutionSTFTLoss
+from losses.waveform import L1Loss, SISDRLoss
+
+__all__ = ["Composite", "L1Loss", "MultiResolutionSTFTLoss", "SISDRLoss"]

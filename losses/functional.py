@@ -1,0 +1,21 @@
+"""Stateless signal measures shared by losses and metrics."""
+
+from __future__ import annotations
+
+import torch
+
+
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR in dB per example (Le Roux et al., 2019), over the last axis.
+
+    Both signals are made zero-mean; the reference is scaled by the optimal projection
+    coefficient, so the value ignores the estimate's gain. Computed in float32.
+    """
+    estimate = estimate.float()
+    reference = reference.float()
+    estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+    reference = reference - reference.mean(dim=-1, keepdim=True)
+    alpha = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + eps)
+    target = alpha * reference
+    residual = estimate - target
+    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / (residual.pow(2).sum(-1) + eps))

@@ -1,0 +1,165 @@
+"""Atomic checkpoints, safe loading, and what goes into them.
+
+A checkpoint is written to a hidden temporary file in the same directory, flushed and
+fsynced, then renamed over the old one (rename is atomic on POSIX), and the directory is
+fsynced so the rename itself survives a crash. A kill at any moment therefore leaves either
+the previous checkpoint or the new one, plus at worst a temporary that the next start
+removes. Loading uses `weights_only=True`: tensors and plain containers only, never code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or must not be used; the message names the file."""
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"could not write {path}: {err.strerror or err}") from err
+        raise
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Temporaries left by a process killed mid-write; safe because only one run writes here."""
+    stale = sorted(Path(directory).glob(f"{_TMP_PREFIX}*")) if Path(directory).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed stale temporary %s", path)
+    return stale
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Load a trainer checkpoint or raise CheckpointError saying what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses any global it does not know: this is where a pickle with a
+        # code payload ends up. There is deliberately no fallback to weights_only=False.
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a plain tensor checkpoint (weights_only load failed: "
+            f"{str(err).splitlines()[0]})"
+        ) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint written by this trainer (format {FORMAT})")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        # numpy's key array is stored as a tensor: weights_only loading accepts no ndarray
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:600]
+        raise CheckpointError(f"{path} does not match this model ({type(model).__name__}): {detail}") from None
+
+
+class Checkpointer:
+    """Owns `checkpoints/last.pt` and `checkpoints/best.pt` and decides when to write them."""
+
+    def __init__(self, directory: Path, every_steps: int = 0):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.every_steps = every_steps
+        remove_stale_temporaries(self.directory)
+
+    @property
+    def last(self) -> Path:
+        return self.directory / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.directory / "best.pt"
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    def due(self, step: int) -> bool:
+        """Mid-epoch `last` saves, every `every_steps` optimizer steps."""
+        return self.every_steps > 0 and step % self.every_steps == 0
+
+
+def snapshot(model, optimizer, schedule, scaler, state) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly (`best` passes only the model)."""
+    return {
+        "format": FORMAT,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "schedule": schedule.state_dict() if schedule is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "state": state.to_dict(),
+        "rng": rng_state(),
+    }
+
+
+def restore(ckpt: dict[str, Any], path: Path, model, optimizer, schedule, scaler) -> dict[str, Any]:
+    """Load a `snapshot` into live objects; returns the saved RunState dict."""
+    load_model_state(model, ckpt["model"], path)
+    if ckpt["optimizer"] is None:
+        raise CheckpointError(f"{path} holds weights only (a `best` checkpoint?): resume from `last`")
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        if ckpt["scaler"]:
+            scaler.load_state_dict(ckpt["scaler"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: optimizer/schedule state does not fit this config: {err}") from None
+    set_rng_state(ckpt["rng"])
+    return ckpt["state"]

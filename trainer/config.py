@@ -1,0 +1,194 @@
+"""Typed schemas for the config, registered in Hydra's ConfigStore, and their validation.
+
+Hydra checks types and unknown keys of the typed nodes (`trainer`, `precision`, `compile`)
+when it composes. Two holes remain, closed by `validate`, which runs as a Hydra callback
+before any run directory exists:
+  * `+trainer.lrr=0.1` adds a key even to a typed node (Hydra opens the node for `+`);
+  * the `_target_` groups (model, optim, sched, loss, task, data) have no schema, so a
+    misspelt argument would only fail deep inside the run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value or key the trainer refuses; the message names the key."""
+
+
+class Progress(Enum):
+    auto = "auto"  # a bar on a terminal, log lines otherwise
+    bar = "bar"
+    log = "log"
+    none = "none"
+
+
+class Dtype(Enum):
+    float32 = "float32"  # autocast off
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class MatmulPrecision(Enum):
+    # torch.set_float32_matmul_precision: "high" allows TF32 (or bf16x3) for fp32 matmuls.
+    highest = "highest"
+    high = "high"
+    medium = "medium"
+
+
+class CompileMode(Enum):
+    default = "default"
+    reduce_overhead = "reduce-overhead"  # CUDA graphs
+    max_autotune = "max-autotune"  # Triton autotuning + CUDA graphs
+    max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    patience: int = 5  # validations without improvement of the task's monitored metric
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 6
+    steps_per_epoch: Optional[int] = 200  # optimizer steps; null = one pass over a finite dataset
+    batch_size: int = 16
+    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
+    grad_clip: Optional[float] = 5.0  # max global grad norm; null = no clipping (norm still logged)
+    val_batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when present, else cpu; or cpu, cuda, cuda:1, ...
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
+    num_workers: int = 1
+    log_every: int = 25  # optimizer steps between train-writer points (and host syncs)
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch `last` saves; 0 = per epoch only
+    progress: Progress = Progress.auto
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class PrecisionConfig:
+    dtype: Dtype = Dtype.float32  # autocast dtype for the forward pass
+    grad_scaler: bool = False  # loss scaling; required for float16, pointless otherwise
+    matmul: MatmulPrecision = MatmulPrecision.highest
+    # cuDNN convolutions ignore `matmul`; their TF32 switch is this one (PyTorch's default: on).
+    cudnn_tf32: bool = True
+    cudnn_benchmark: bool = False  # autotune conv algorithms per input shape
+
+
+@dataclass
+class CompileConfig:
+    enabled: bool = False
+    mode: CompileMode = CompileMode.default
+    fullgraph: bool = False
+    dynamic: Optional[bool] = False  # False: specialise on shapes (what CUDA graphs need)
+
+
+@dataclass
+class Config:
+    task: Any = MISSING
+    data: Any = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
+    sched: Any = MISSING
+    loss: Any = MISSING
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: Optional[str] = None  # a checkpoint to start from when the run dir has none
+
+
+_INSTANTIATE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def register() -> None:
+    """Store the schemas and resolvers Hydra needs; idempotent, cheap, done before compose."""
+    ConfigStore.instance().store(name="schema", node=Config)
+    # An empty override list would give an empty run-dir name.
+    OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
+
+
+def _locate(target: str) -> Any:
+    from hydra.utils import get_method
+
+    try:
+        return get_method(target)
+    except Exception as err:  # Hydra wraps import errors; keep the message, name the key
+        raise ConfigError(str(err)) from None
+
+
+def _check_targets(node: Any, path: str) -> None:
+    """Every key of a `_target_` node must be a parameter of the target (unless **kwargs)."""
+    if isinstance(node, DictConfig):
+        target = node.get("_target_") if "_target_" in node else None
+        if isinstance(target, str):
+            fn = _locate(target)
+            try:
+                params = inspect.signature(fn).parameters
+            except (TypeError, ValueError):
+                params = {}
+            if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                for key in node.keys():
+                    if key not in _INSTANTIATE_KEYS and key not in params:
+                        accepted = ", ".join(k for k in params if k not in ("self", "params"))
+                        raise ConfigError(
+                            f"{path}.{key}: '{key}' is not an argument of {target} (accepted: {accepted})"
+                        )
+        for key in node.keys():
+            _check_targets(node._get_node(key), f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _check_targets(node._get_node(i), f"{path}[{i}]")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key. Does not resolve `${hydra:...}`."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    try:
+        # A fresh schema is closed (struct): keys that `+` slipped into typed nodes fail here.
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(job, resolve=False))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid config: {err}") from None
+    for group in ("task", "data", "model", "optim", "sched", "loss"):
+        _check_targets(job._get_node(group), group)
+    t, p = job.trainer, job.precision
+    positive = ["epochs", "batch_size", "grad_accum", "val_batch_size", "log_every"]
+    for key in positive:
+        if t[key] < 1:
+            raise ConfigError(f"trainer.{key} must be >= 1, got {t[key]}")
+    if t.steps_per_epoch is not None and t.steps_per_epoch < 1:
+        raise ConfigError(f"trainer.steps_per_epoch must be >= 1 or null, got {t.steps_per_epoch}")
+    if t.num_workers < 0 or t.checkpoint_every < 0:
+        raise ConfigError("trainer.num_workers and trainer.checkpoint_every must be >= 0")
+    if t.grad_clip is not None and t.grad_clip <= 0:
+        raise ConfigError(f"trainer.grad_clip must be > 0 or null, got {t.grad_clip}")
+    if p.grad_scaler and p.dtype != Dtype.float16:
+        raise ConfigError(f"precision.grad_scaler=true needs precision.dtype=float16 (got {p.dtype.value})")
+    if p.dtype == Dtype.float16 and not p.grad_scaler:
+        raise ConfigError("precision.dtype=float16 without precision.grad_scaler=true underflows gradients")
+    if job.resume is not None:
+        from pathlib import Path
+
+        if not Path(job.resume).is_file():
+            raise ConfigError(f"resume: checkpoint file not found: {job.resume}")
+
+
+class ValidateConfig(Callback):
+    """Runs `validate` before Hydra creates any run or sweep directory."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        validate(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        validate(config)

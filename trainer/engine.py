@@ -1,0 +1,244 @@
+"""The training loop: `train` reads top to bottom; `train_step` and `evaluate` do one thing each.
+
+Host syncs (`.item()`, `.tolist()`) happen only at log cadence, at checkpoints and at
+validation: between them the loop only queues device work, so a GPU never waits for
+Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from trainer.checkpoint import Checkpointer, snapshot
+from trainer.config import TrainerConfig
+from trainer.history import RunState, write_json
+from trainer.loggers import Logger, Progress
+from trainer.data.loader import EpochSampler
+from trainer.perf import Precision
+from trainer.schedules import Schedule
+from trainer.tasks import Task
+
+log = logging.getLogger("trainer")
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+@dataclass
+class Parts:
+    """Everything the loop touches, built by `trainer.run`."""
+
+    model: nn.Module  # what runs (possibly compiled)
+    raw_model: nn.Module  # its parameters, for checkpoints
+    loss: nn.Module
+    optimizer: Optimizer
+    schedule: Schedule
+    precision: Precision
+    task: Task
+    device: torch.device
+    train_loader: DataLoader
+    sampler: EpochSampler
+    valid_loader: DataLoader
+    steps_per_epoch: int
+
+
+@dataclass
+class StepOut:
+    loss: torch.Tensor  # detached, on device
+    terms: dict[str, torch.Tensor]
+    grad_norm: torch.Tensor  # before clipping
+    skipped: bool  # fp16: the scaler found inf/NaN gradients and skipped the update
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip: float | None) -> StepOut:
+    p.model.train()
+    accum = len(micro_batches)
+    loss_sum = torch.zeros((), device=p.device)
+    term_sums: dict[str, torch.Tensor] = {}
+    for batch in micro_batches:
+        inputs, target = p.task.pair(to_device(batch, p.device))
+        with p.precision.autocast():
+            output = p.model(inputs)
+            total, terms = p.loss(output, target)
+        # Each micro-batch contributes 1/accum: the summed gradient equals one batch of batch*accum.
+        p.precision.scaler.scale(total / accum).backward()
+        loss_sum += total.detach() / accum
+        for name, value in terms.items():
+            term_sums[name] = term_sums.get(name, 0) + value.detach() / accum
+    scaler = p.precision.scaler
+    scaler.unscale_(p.optimizer)  # clip the true gradients, not the scaled ones
+    params = [q for g in p.optimizer.param_groups for q in g["params"]]
+    grad_norm = nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else math.inf)
+    scale = scaler.get_scale() if scaler.is_enabled() else None  # fp16 syncs in step() anyway
+    scaler.step(p.optimizer)
+    scaler.update()
+    skipped = scale is not None and scaler.get_scale() < scale
+    p.optimizer.zero_grad(set_to_none=True)
+    return StepOut(loss_sum, term_sums, grad_norm, skipped)
+
+
+@torch.no_grad()
+def evaluate(p: Parts) -> dict[str, float]:
+    """Mean of every loss term and task metric over the validation set."""
+    p.model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in p.valid_loader:
+        inputs, target = p.task.pair(to_device(batch, p.device))
+        with p.precision.autocast():
+            output = p.model(inputs)
+            total, terms = p.loss(output, target)
+        n = inputs.shape[0]
+        values = {"loss/total": total * n, **{f"loss/{k}": v * n for k, v in terms.items()}}
+        values.update({k: v.sum() for k, v in p.task.metrics(output.float(), inputs, target).items()})
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0) + value.float()
+        count += n
+    return {k: v.item() / count for k, v in sums.items()}
+
+
+@dataclass
+class Window:
+    """Device-side sums between two log points; `flush` is the only place they sync."""
+
+    check_grads: bool
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    bad: torch.Tensor | bool = False
+    steps: int = 0
+    samples: int = 0
+    skipped: int = 0
+    data_time: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, out: StepOut, samples: int) -> None:
+        bad = ~torch.isfinite(out.loss)
+        if self.check_grads:  # under fp16 the scaler owns non-finite gradients
+            bad = bad | ~torch.isfinite(out.grad_norm)
+        self.bad = self.bad | bad
+        values = {"loss/total": out.loss, "opt/grad_norm": out.grad_norm}
+        values.update({f"loss/{k}": v for k, v in out.terms.items()})
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+        self.steps += 1
+        self.samples += samples
+        self.skipped += int(out.skipped)
+
+    def check(self, step: int) -> None:
+        if isinstance(self.bad, torch.Tensor) and self.bad.item():
+            raise Diverged(f"non-finite loss or gradient at or before step {step}")
+
+    def flush(self, step: int) -> dict[str, float]:
+        self.check(step)
+        elapsed = time.perf_counter() - self.start
+        out = {k: v.item() / self.steps for k, v in self.sums.items()}
+        out["perf/samples_per_s"] = self.samples / elapsed
+        out["perf/step_ms"] = 1000 * elapsed / self.steps
+        out["perf/data_wait"] = self.data_time / elapsed
+        if self.skipped:
+            out["opt/skipped_steps"] = float(self.skipped)
+        return out
+
+
+def train(
+    p: Parts,
+    cfg: TrainerConfig,
+    state: RunState,
+    checkpointer: Checkpointer,
+    train_log: Logger,
+    val_log: Logger,
+    progress: Progress,
+    history_path,
+) -> RunState:
+    """Train until the epoch budget, early stopping or divergence; returns the final state."""
+    task, es = p.task, cfg.early_stopping
+    samples_per_step = cfg.batch_size * cfg.grad_accum
+    clock = time.perf_counter()
+
+    def account_time() -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        state.train_seconds += now - clock
+        clock = now
+
+    def save_last() -> None:
+        account_time()
+        checkpointer.save(checkpointer.last, snapshot(p.raw_model, p.optimizer, p.schedule, p.precision.scaler, state))
+
+    try:
+        while state.epoch < cfg.epochs:
+            # Resume mid-epoch: the sampler skips the examples already consumed.
+            first = state.step - state.epoch * p.steps_per_epoch
+            p.sampler.set_position(state.epoch, first * samples_per_step)
+            batches = iter(p.train_loader)
+            window = Window(check_grads=not p.precision.scaler.is_enabled())
+            for i in range(first, p.steps_per_epoch):
+                t0 = time.perf_counter()
+                micro = [next(batches) for _ in range(cfg.grad_accum)]
+                window.data_time += time.perf_counter() - t0
+
+                out = train_step(p, micro, cfg.grad_clip)
+                state.step += 1
+                if not out.skipped:  # a skipped fp16 step must not advance the schedule
+                    p.schedule.after_step()
+                window.add(out, samples_per_step)
+
+                if state.step % cfg.log_every == 0 or i == p.steps_per_epoch - 1:
+                    values = window.flush(state.step)
+                    values["opt/lr"] = p.optimizer.param_groups[0]["lr"]
+                    train_log.log(values, state.step)
+                    progress.update(state.step, state.epoch + 1, {"loss": values["loss/total"]})
+                    window = Window(check_grads=window.check_grads)
+                if checkpointer.due(state.step) and i < p.steps_per_epoch - 1:
+                    window.check(state.step)  # never save a state that has gone non-finite
+                    save_last()
+
+            window.check(state.step)
+            metrics = evaluate(p)
+            value = metrics[task.monitor]
+            if not math.isfinite(value):
+                raise Diverged(f"validation {task.monitor} is {value} after epoch {state.epoch + 1}")
+            state.epoch += 1
+            improved = task.improved(value, state.best, es.min_delta)
+            if improved:
+                state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            else:
+                state.bad_epochs += 1
+            p.schedule.after_validation(value)
+            val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): v for k, v in metrics.items()}, state.step)
+            state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+            log.info(
+                "epoch %d/%d  %s %.4f (best %.4f @ %d)  %s",
+                state.epoch, cfg.epochs, task.monitor, value, state.best, state.best_epoch,
+                " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != task.monitor),
+            )  # fmt: skip
+            if es.enabled and state.bad_epochs >= es.patience:
+                state.status = "early_stopped"
+                state.reason = f"no improvement of {task.monitor} for {state.bad_epochs} validations"
+            elif state.epoch >= cfg.epochs:
+                state.status = "completed"
+            # `last` before `best` before history.json: each file only ever records
+            # epochs that the one before it already holds.
+            save_last()
+            if improved:
+                checkpointer.save(checkpointer.best, snapshot(p.raw_model, None, None, None, state))
+            write_json(history_path, state.history)
+            if state.finished:
+                break
+    except Diverged as err:
+        state.status, state.reason = "diverged", str(err)
+        log.error("run diverged: %s", err)
+    account_time()
+    return state

@@ -1,0 +1,123 @@
+"""One run, start to finish: build the parts, resume if there is a checkpoint, train,
+write the summary, return the objective."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from trainer import perf
+from trainer.build import build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
+from trainer.checkpoint import Checkpointer, load, restore
+from trainer.config import validate
+from trainer.engine import Parts, train
+from trainer.history import RunState, write_json
+from trainer.data.loader import train_loader, valid_loader
+from trainer.loggers import Progress, TensorBoardLogger
+
+log = logging.getLogger("trainer")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def objective(state: RunState, worst: float) -> float:
+    """What a sweeper gets: the best monitored value, or the worst value, never NaN."""
+    if state.status == "diverged" or state.best is None:
+        return worst
+    return float(state.best)
+
+
+def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
+    """Chosen options plus the numbers people sweep, for TensorBoard's HParams view."""
+    hp: dict[str, Any] = {g: str(choices[g]) for g in ("task", "data", "model", "optim", "sched", "loss", "precision", "compile") if g in choices}
+    for key in ("optim.lr", "optim.weight_decay", "trainer.batch_size", "trainer.grad_accum", "trainer.epochs", "trainer.seed"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, (int, float)):
+            hp[key] = value
+    return hp
+
+
+def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float:
+    validate(cfg)  # again here: a multirun job's own overrides are only known now
+    run_dir = Path(run_dir)
+    t = cfg.trainer
+    seed_everything(t.seed)
+    device = perf.resolve_device(t.device)
+
+    task = build_task(cfg.task)
+    data = build_data(cfg.data)
+    trained, raw, loss, precision = perf.setup(
+        build_model(cfg.model), build_loss(cfg.loss), cfg.precision, cfg.compile, device, t.deterministic
+    )
+    optimizer = build_optimizer(cfg.optim, raw)
+    per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
+    loader, sampler = train_loader(
+        data.train(), data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda"
+    )
+    steps_per_epoch = len(sampler) // (t.batch_size * t.grad_accum)
+    schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
+    parts = Parts(
+        trained, raw, loss, optimizer, schedule, precision, task, device,
+        loader, sampler, valid_loader(data.valid(), t.val_batch_size), steps_per_epoch,
+    )  # fmt: skip
+
+    checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every)
+    state = RunState()
+    source = checkpointer.last if checkpointer.last.is_file() else (Path(cfg.resume) if cfg.resume else None)
+    if source is not None:
+        state = RunState.from_dict(restore(load(source), source, raw, optimizer, schedule, precision.scaler))
+        log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
+
+    if state.finished:
+        log.info("run already %s; nothing to do (best %s = %s)", state.status, task.monitor, state.best)
+    else:
+        state.status = "running"
+        purge = state.step + 1 if state.step else None
+        train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge)
+        val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge)
+        progress = Progress(t.progress.value, steps_per_epoch * t.epochs, state.step)
+        log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, device, t.epochs, steps_per_epoch, run_dir)
+        try:
+            state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json")
+        finally:
+            progress.close()
+            train_log.close()
+        value = objective(state, task.worst())
+        val_log.hparams(hparams(cfg, choices or {}), {f"hparam/{task.monitor}": value})
+        val_log.close()
+
+    value = objective(state, task.worst())
+    write_json(run_dir / "summary.json", summary(state, task, value, device))
+    log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, task.monitor, value, state.best_epoch, state.train_seconds)
+    return value
+
+
+def summary(state: RunState, task, value: float, device: torch.device) -> dict[str, Any]:
+    last = state.history[-1] if state.history else {}
+    return {
+        "status": state.status,
+        "reason": state.reason,
+        "monitor": task.monitor,
+        "mode": task.mode,
+        "objective": value,
+        "best": state.best,
+        "best_epoch": state.best_epoch,
+        "final": last.get(task.monitor),
+        "final_metrics": last,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "train_seconds": round(state.train_seconds, 3),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
