@@ -135,10 +135,11 @@ class Checkpointer:
         return self.every_steps > 0 and step % self.every_steps == 0
 
 
-def snapshot(model, optimizer, schedule, scaler, state) -> dict[str, Any]:
+def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) -> dict[str, Any]:
     """Everything a resumed run needs to continue exactly (`best` passes only the model)."""
     return {
         "format": FORMAT,
+        "config": config,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -149,8 +150,38 @@ def snapshot(model, optimizer, schedule, scaler, state) -> dict[str, Any]:
     }
 
 
-def restore(ckpt: dict[str, Any], path: Path, model, optimizer, schedule, scaler) -> dict[str, Any]:
-    """Load a `snapshot` into live objects; returns the saved RunState dict."""
+# Keys that may differ between a checkpoint and the run resuming it: they change where or
+# how visibly a run happens, not what it computes.
+RESUMABLE_DIFFERENCES = ("trainer.device", "trainer.num_workers", "trainer.progress", "trainer.log_every", "trainer.checkpoint_every", "resume")
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        if name in RESUMABLE_DIFFERENCES:
+            continue
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def restore(ckpt: dict[str, Any], path: Path, model, optimizer, schedule, scaler, config: dict[str, Any]) -> dict[str, Any]:
+    """Load a `snapshot` into live objects; returns the saved RunState dict.
+
+    Refuses a checkpoint written under another config: continuing it would silently mix
+    two experiments in one run directory.
+    """
+    diff = config_differences(ckpt.get("config") or {}, config)
+    if diff:
+        raise CheckpointError(
+            f"{path} was written by a run with a different config ({'; '.join(diff[:5])}"
+            f"{'; ...' if len(diff) > 5 else ''}). Use another run directory, or move this one away."
+        )
     load_model_state(model, ckpt["model"], path)
     if ckpt["optimizer"] is None:
         raise CheckpointError(f"{path} holds weights only (a `best` checkpoint?): resume from `last`")

@@ -1,8 +1,8 @@
 """Typed schemas for the config, registered in Hydra's ConfigStore, and their validation.
 
 Hydra checks types and unknown keys of the typed nodes (`trainer`, `precision`, `compile`)
-when it composes. Two holes remain, closed by `validate`, which runs as a Hydra callback
-before any run directory exists:
+when it composes. Two holes remain, closed by `validate`, which runs from a Hydra callback
+(trainer/callbacks.py) before any run directory exists:
   * `+trainer.lrr=0.1` adds a key even to a typed node (Hydra opens the node for `+`);
   * the `_target_` groups (model, optim, sched, loss, task, data) have no schema, so a
     misspelt argument would only fail deep inside the run.
@@ -16,7 +16,6 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -70,7 +69,7 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"  # auto = cuda when present, else cpu; or cpu, cuda, cuda:1, ...
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
-    num_workers: int = 1
+    num_workers: int = 0  # 0 is fastest on few cores: mixing is cheap, worker IPC is not (see README)
     log_every: int = 25  # optimizer steps between train-writer points (and host syncs)
     checkpoint_every: int = 0  # optimizer steps between mid-epoch `last` saves; 0 = per epoch only
     progress: Progress = Progress.auto
@@ -182,13 +181,3 @@ def validate(cfg: DictConfig) -> None:
 
         if not Path(job.resume).is_file():
             raise ConfigError(f"resume: checkpoint file not found: {job.resume}")
-
-
-class ValidateConfig(Callback):
-    """Runs `validate` before Hydra creates any run or sweep directory."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        validate(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        validate(config)

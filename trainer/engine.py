@@ -49,6 +49,7 @@ class Parts:
     sampler: EpochSampler
     valid_loader: DataLoader
     steps_per_epoch: int
+    config: dict  # the resolved job config, stored in checkpoints
 
 
 @dataclass
@@ -175,7 +176,7 @@ def train(
 
     def save_last() -> None:
         account_time()
-        checkpointer.save(checkpointer.last, snapshot(p.raw_model, p.optimizer, p.schedule, p.precision.scaler, state))
+        checkpointer.save(checkpointer.last, snapshot(p.raw_model, p.optimizer, p.schedule, p.precision.scaler, state, p.config))
 
     try:
         while state.epoch < cfg.epochs:
@@ -233,7 +234,7 @@ def train(
             # epochs that the one before it already holds.
             save_last()
             if improved:
-                checkpointer.save(checkpointer.best, snapshot(p.raw_model, None, None, None, state))
+                checkpointer.save(checkpointer.best, snapshot(p.raw_model, None, None, None, state, p.config))
             write_json(history_path, state.history)
             if state.finished:
                 break

@@ -48,13 +48,11 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     return hp
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float:
-    validate(cfg)  # again here: a multirun job's own overrides are only known now
-    run_dir = Path(run_dir)
+def assemble(cfg: DictConfig) -> Parts:
+    """Seed, build every component from its group, apply the performance setup."""
     t = cfg.trainer
     seed_everything(t.seed)
     device = perf.resolve_device(t.device)
-
     task = build_task(cfg.task)
     data = build_data(cfg.data)
     trained, raw, loss, precision = perf.setup(
@@ -67,16 +65,25 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     )
     steps_per_epoch = len(sampler) // (t.batch_size * t.grad_accum)
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
-    parts = Parts(
+    return Parts(
         trained, raw, loss, optimizer, schedule, precision, task, device,
         loader, sampler, valid_loader(data.valid(), t.val_batch_size), steps_per_epoch,
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
     )  # fmt: skip
+
+
+def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float:
+    validate(cfg)  # again here: a multirun job's own overrides are only known now
+    run_dir = Path(run_dir)
+    t = cfg.trainer
+    parts = assemble(cfg)
+    task, raw, steps_per_epoch = parts.task, parts.raw_model, parts.steps_per_epoch
 
     checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every)
     state = RunState()
     source = checkpointer.last if checkpointer.last.is_file() else (Path(cfg.resume) if cfg.resume else None)
     if source is not None:
-        state = RunState.from_dict(restore(load(source), source, raw, optimizer, schedule, precision.scaler))
+        state = RunState.from_dict(restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config))
         log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
 
     if state.finished:
@@ -87,7 +94,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge)
         val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge)
         progress = Progress(t.progress.value, steps_per_epoch * t.epochs, state.step)
-        log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, device, t.epochs, steps_per_epoch, run_dir)
+        log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, steps_per_epoch, run_dir)
         try:
             state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json")
         finally:
@@ -98,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         val_log.close()
 
     value = objective(state, task.worst())
-    write_json(run_dir / "summary.json", summary(state, task, value, device))
+    write_json(run_dir / "summary.json", summary(state, task, value, parts.device))
     log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, task.monitor, value, state.best_epoch, state.train_seconds)
     return value
 

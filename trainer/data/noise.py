@@ -55,11 +55,17 @@ def hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return _unit(x) + rng.uniform(0.0, 0.1) * rng.standard_normal(n)
 
 
-def babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """A crowd: 3 to 6 other synthetic talkers at random levels."""
-    talkers = int(rng.integers(3, 7))
-    x = sum(rng.uniform(0.5, 1.0) * voice.render(rng, n, sr) for _ in range(talkers))
-    return x
+def babble(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
+    """A crowd in a room: 6 to 16 other synthetic talkers at random levels, reverberant.
+
+    With fewer talkers it is a competing-speaker problem rather than noise; real cafeteria
+    babble recordings hold many talkers and the room's reverberation. `talker(rng, n)`
+    supplies one voice (a dataset passes its own corpus, which costs nothing to reuse);
+    by default a new voice is rendered.
+    """
+    talker = talker or (lambda r, m: voice.render(r, m, sr))
+    x = sum(rng.uniform(0.3, 1.0) * talker(rng, n) for _ in range(int(rng.integers(6, 17))))
+    return reverberate(rng, x, sr)
 
 
 def clicks(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -102,11 +108,20 @@ def reverberate(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(rir, n_fft), n_fft)[: len(x)]
 
 
-def make_noise(rng: np.random.Generator, n: int, sr: int, families: list[str], p_modulate: float, p_reverb: float):
-    """One or two families mixed, optionally modulated and reverberant, unit RMS."""
+def make_noise(
+    rng: np.random.Generator, n: int, sr: int, families: list[str], p_modulate: float, p_reverb: float, talker=None
+):
+    """One or two families mixed, optionally modulated and reverberant, unit RMS.
+
+    `talker(rng, n)`, if given, supplies the voices of babble.
+    """
     k = 1 if rng.random() < 0.7 or len(families) < 2 else 2
     names = rng.choice(families, size=k, replace=False)
-    x = sum(rng.uniform(0.3, 1.0) * _unit(FAMILIES[name](rng, n, sr)) for name in names)
+    parts = []
+    for name in names:
+        x = babble(rng, n, sr, talker) if name == "babble" else FAMILIES[name](rng, n, sr)
+        parts.append(rng.uniform(0.3, 1.0) * _unit(x))
+    x = sum(parts)
     if rng.random() < p_modulate:
         x = modulate(rng, x, sr)
     if rng.random() < p_reverb:

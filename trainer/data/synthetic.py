@@ -65,6 +65,7 @@ class SyntheticSpeech:
         self.noise_corpus_size = noise_corpus_size
         self.val_size = val_size
         self.seed = seed
+        # Both corpora, filled on first use; bounded by corpus sizes (plus val_size per kind).
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
 
     def _clip(self, split: int, kind: int, index: int) -> np.ndarray:
@@ -76,36 +77,63 @@ class SyntheticSpeech:
             if kind == _CLEAN:
                 clip = voice.render(rng, n, sr)
             else:
-                clip = noise.make_noise(rng, n, sr, self.families, self.p_modulate, self.p_reverb)[0]
+                clip = noise.make_noise(
+                    rng, n, sr, self.families, self.p_modulate, self.p_reverb, talker=self._talkers(split, avoid=index if split == VALID else None)
+                )[0]
             clip = clip.astype(np.float32)
-            if split == TRAIN:  # validation examples are kept whole instead (see _Split)
-                self._cache[key] = clip
+            self._cache[key] = clip
         return clip
 
-    def _crop(self, rng: np.random.Generator, clip: np.ndarray) -> np.ndarray:
-        start = int(rng.integers(0, len(clip) - self.length + 1))
-        return clip[start : start + self.length].astype(np.float64)
+    def _talkers(self, split: int, avoid: int | None):
+        """Babble voices come from the split's own clean corpus: other utterances, reused.
+        A validation example's babble never contains its own target utterance."""
+        pool = self.corpus_size if split == TRAIN else self.val_size
+
+        def talker(rng: np.random.Generator, n: int) -> np.ndarray:
+            index = int(rng.integers(pool))
+            if index == avoid and pool > 1:
+                index = (index + 1) % pool
+            clip = self._clip(split, _CLEAN, index).astype(np.float64)
+            return np.roll(clip, int(rng.integers(len(clip))))[:n]
+
+        return talker
+
+    def examples(self, split: int, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """A batch of examples: per-example draws, then one vectorised mix for all of them
+        (the per-example Python overhead, not the arithmetic, is what a loader pays for)."""
+        n = self.length
+        clean = np.empty((len(indices), n), np.float32)
+        nz = np.empty_like(clean)
+        snr = np.empty(len(indices), np.float32)
+        level = np.empty_like(snr)
+        for row, index in enumerate(indices):
+            rng = np.random.default_rng([self.seed, split, _MIX, int(index)])
+            if split == TRAIN:
+                u, v = int(rng.integers(self.corpus_size)), int(rng.integers(self.noise_corpus_size))
+            else:
+                u = v = int(index)
+            c = self._clip(split, _CLEAN, u)
+            start = int(rng.integers(0, len(c) - n + 1))
+            clean[row] = c[start : start + n]
+            if self.families:
+                w = self._clip(split, _NOISE, v)
+                start = int(rng.integers(0, len(w) - n + 1))
+                nz[row] = w[start : start + n]
+                snr[row] = rng.uniform(*self.snr_db)
+                level[row] = rng.uniform(*self.level_db)
+        clean_rms = np.sqrt(np.mean(clean**2, axis=1, keepdims=True)) + 1e-8
+        if not self.families:
+            clean = torch.from_numpy(clean / clean_rms * 0.05)
+            return [{"clean": x} for x in clean]
+        noise_rms = np.sqrt(np.mean(nz**2, axis=1, keepdims=True)) + 1e-8
+        noisy = clean + nz * (clean_rms / noise_rms) * 10 ** (-snr[:, None] / 20)
+        # Same gain on both so the pair stays aligned in level; keep the mixture unclipped.
+        gain = np.minimum(10 ** (level[:, None] / 20) / clean_rms, 0.99 / (np.abs(noisy).max(axis=1, keepdims=True) + 1e-12))
+        noisy, clean = torch.from_numpy(noisy * gain), torch.from_numpy(clean * gain)
+        return [{"noisy": a, "clean": b} for a, b in zip(noisy, clean)]
 
     def example(self, split: int, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, split, _MIX, index])
-        if split == TRAIN:
-            u, v = int(rng.integers(self.corpus_size)), int(rng.integers(self.noise_corpus_size))
-        else:
-            u = v = index
-        clean = self._crop(rng, self._clip(split, _CLEAN, u))
-        clean_rms = np.sqrt(np.mean(clean**2)) + 1e-8
-        if not self.families:
-            return {"clean": torch.from_numpy((clean / clean_rms * 0.05).astype(np.float32))}
-        nz = self._crop(rng, self._clip(split, _NOISE, v))
-        snr = rng.uniform(*self.snr_db)
-        noisy = clean + nz * (clean_rms / (np.sqrt(np.mean(nz**2)) + 1e-8)) * 10 ** (-snr / 20)
-        # Same gain on both so the pair stays aligned in level; keep the mixture unclipped.
-        gain = 10 ** (rng.uniform(*self.level_db) / 20) / clean_rms
-        gain = min(gain, 0.99 / (np.abs(noisy).max() + 1e-12))
-        return {
-            "noisy": torch.from_numpy((noisy * gain).astype(np.float32)),
-            "clean": torch.from_numpy((clean * gain).astype(np.float32)),
-        }
+        return self.examples(split, [index])[0]
 
     def train(self) -> Dataset:
         return _Split(self, TRAIN, None)
@@ -121,6 +149,12 @@ class _Split(Dataset):
 
     def __len__(self) -> int:
         return self.size if self.size is not None else 2**62
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Batched fetch (the DataLoader calls this with a whole batch of indices)."""
+        if self.size is None:
+            return self.source.examples(self.split, indices)
+        return [self[i] for i in indices]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self.size is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Adult male F1-F3 (Hz) of English vowels, after Hillenbrand et al. (1995); F4 fixed below.
+# Adult male F1-F3 (Hz) of English vowels, after Hillenbrand et al. (1995); F4, F5 fixed below.
 VOWELS = np.array(
     [
         [342, 2322, 3000],  # i
@@ -34,12 +34,14 @@ VOWELS = np.array(
     ],
     dtype=np.float64,
 )
-F4 = 3500.0
-BANDWIDTHS = np.array([80.0, 100.0, 150.0, 250.0])
+# F4 and F5 stand in for the higher poles: without them the spectrum above 3 kHz is far
+# darker than real speech (checked against long-term average spectra).
+F_HIGH = (3500.0, 4500.0)
+BANDWIDTHS = np.array([80.0, 100.0, 150.0, 250.0, 300.0])
 # F2 loci of consonants by place of articulation (labial, alveolar, velar).
 PLACE_F2 = np.array([900.0, 1700.0, 2100.0])
 # Fricative noise bands: (centre Hz, bandwidth Hz, level), for /s/, /ʃ/, /f θ/ and /x/.
-FRICATIVES = np.array([[6500, 3500, 0.5], [3200, 1800, 0.6], [5000, 7000, 0.15], [1800, 1500, 0.3]])
+FRICATIVES = np.array([[6500, 3500, 0.6], [3200, 1800, 0.7], [5000, 7000, 0.2], [1800, 1500, 0.35]])
 
 CONSONANT_KINDS = ("fricative", "plosive", "nasal", "approximant")
 CONSONANT_P = np.array([0.32, 0.33, 0.17, 0.18])
@@ -53,7 +55,10 @@ class Speaker:
     shimmer: float  # relative period amplitude perturbation
     breathiness: float  # aspiration noise level relative to voicing
     open_quotient: float
+    closing: float  # share of the open phase spent closing: short = abrupt = brighter voice
+    formant_gains: np.ndarray  # linear level of each formant in the parallel bank
     tilt_db: float  # extra spectral tilt per octave above 1 kHz (negative: darker)
+    low_boost: float  # low-shelf gain below ~300 Hz (linear, added to 1)
     rate: float  # speaking-rate factor (>1: faster)
 
 
@@ -68,7 +73,10 @@ def random_speaker(rng: np.random.Generator) -> Speaker:
         shimmer=rng.uniform(0.02, 0.10),
         breathiness=rng.uniform(0.0, 0.25),
         open_quotient=rng.uniform(0.45, 0.75),
-        tilt_db=rng.uniform(-4.0, 1.0),
+        closing=rng.uniform(0.15, 0.45),
+        formant_gains=10 ** ((np.array([0.0, -4.0, -9.0, -14.0, -18.0]) + rng.normal(0, 3, 5)) / 20),
+        tilt_db=rng.uniform(-3.0, 1.0),
+        low_boost=rng.uniform(0.5, 3.0),
         rate=rng.uniform(0.8, 1.3),
     )
 
@@ -82,7 +90,7 @@ class Tracks:
     aspiration: np.ndarray  # (F,) noise through the vocal tract (h, aspiration)
     frication: np.ndarray  # (F,) noise through the fricative band-pass
     fric_band: np.ndarray  # (F, 3) centre, bandwidth, unused level
-    formants: np.ndarray  # (F, 4) Hz
+    formants: np.ndarray  # (F, 5) Hz
     nasal: np.ndarray  # (F,) 0..1 nasal murmur weight
 
 
@@ -94,7 +102,7 @@ def _plan(rng: np.random.Generator, spk: Speaker, n_frames: int, frame_rate: flo
     asp = np.zeros(F)
     fric = np.zeros(F)
     band = np.tile(FRICATIVES[0], (F, 1))
-    formants = np.tile(np.append(VOWELS[10], F4), (F, 1))  # neutral schwa-like rest
+    formants = np.tile(np.append(VOWELS[10], F_HIGH), (F, 1))  # neutral schwa-like rest
     nasal = np.zeros(F)
 
     def frames(ms: float) -> int:
@@ -179,6 +187,7 @@ def _plan(rng: np.random.Generator, spk: Speaker, n_frames: int, frame_rate: flo
     f0 = spk.f0 * np.exp(contour)
     formants = formants * spk.formant_scale
     formants[:, 3] = np.maximum(formants[:, 3], formants[:, 2] + 300)
+    formants[:, 4] = np.maximum(formants[:, 4], formants[:, 3] + 500)
     return Tracks(f0, voice, asp, fric, band, formants, nasal)
 
 
@@ -205,7 +214,7 @@ def _glottal_source(rng: np.random.Generator, spk: Speaker, f0_samples: np.ndarr
     phase = np.cumsum(f0_samples * (1.0 + jit) / sr)
     frac = phase % 1.0
     oq = spk.open_quotient
-    tp, tn = 0.6 * oq, 0.4 * oq
+    tp, tn = (1 - spk.closing) * oq, spk.closing * oq
     flow = np.where(
         frac < tp,
         0.5 * (1 - np.cos(np.pi * frac / tp)),
@@ -218,19 +227,22 @@ def _glottal_source(rng: np.random.Generator, spk: Speaker, f0_samples: np.ndarr
     return src, flow
 
 
-def _resonances(freqs: np.ndarray, formants: np.ndarray, bandwidths: np.ndarray) -> np.ndarray:
-    """|H(f)| of a cascade of two-pole resonators (unit gain at DC), per frame.
+def _resonances(freqs: np.ndarray, formants: np.ndarray, bandwidths: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """|H(f)| of a parallel formant bank (as in Klatt's parallel branch), per frame.
 
-    Works in kHz and float32 and takes one square root of the product instead of one per
-    formant: this is the generator's hottest line.
+    Each resonance peaks at 1 at its centre, times its own gain. A cascade of five
+    DC-normalised resonators would fall by 60 dB/octave above F5 and sound muffled; the
+    parallel form keeps the upper formants' levels explicit. Works in kHz and float32.
     """
     f2 = (freqs.astype(np.float32) / 1000.0)[None, :] ** 2
-    fc2 = (formants.astype(np.float32) / 1000.0) ** 2
-    bw2 = (bandwidths.astype(np.float32) / 1000.0) ** 2
-    denom = np.ones((len(formants), len(freqs)), np.float32)
-    for k in range(formants.shape[1]):  # 4 in-place passes beat np.prod over a tiny axis
-        denom *= (fc2[:, k : k + 1] - f2) ** 2 + bw2[k] * f2
-    return np.prod(fc2, axis=1)[:, None] / np.sqrt(denom)
+    fk = (formants.astype(np.float32) / 1000.0) ** 2
+    bw = (bandwidths.astype(np.float32) / 1000.0)[None, :]
+    f = np.sqrt(f2)
+    out = np.zeros((len(formants), len(freqs)), np.float32)
+    for k in range(formants.shape[1]):
+        q = (f2 - fk[:, k : k + 1]) / (bw[:, k : k + 1] * f + 1e-6)
+        out += gains[k] / np.sqrt(1.0 + q * q)
+    return out
 
 
 def _stft(x: np.ndarray, n_fft: int, hop: int, window: np.ndarray) -> np.ndarray:
@@ -284,10 +296,11 @@ def render(rng: np.random.Generator, n_samples: int, sr: int, speaker: Speaker |
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     fr = slice(0, (total - n_fft) // hop + 1)
     formants = np.minimum(tr.formants[fr], 0.45 * sr)
-    tract = _resonances(freqs, formants, BANDWIDTHS * spk.formant_scale)
+    tract = _resonances(freqs, formants, BANDWIDTHS * spk.formant_scale, spk.formant_gains)
     # nasal murmur: damp everything above ~500 Hz
     tract *= 1.0 - 0.7 * tr.nasal[fr, None] * (freqs[None, :] > 500)
     tilt = 10 ** (spk.tilt_db / 20 * np.log2(np.maximum(freqs, 1000.0) / 1000.0))
+    tilt *= 1.0 + spk.low_boost / (1.0 + (freqs / 300.0) ** 2)  # a strong first harmonic, as in real voices
     centre = np.minimum(tr.fric_band[fr, 0:1], 0.42 * sr)
     fric_filter = np.exp(-0.5 * ((freqs[None, :] - centre) / tr.fric_band[fr, 1:2]) ** 2)
 

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real config composed with a tiny model and data on CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from trainer.config import register
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small enough that a whole run takes a second or two on 2 cores.
+TINY = [
+    "trainer.epochs=2",
+    "trainer.steps_per_epoch=3",
+    "trainer.batch_size=2",
+    "trainer.val_batch_size=4",
+    "trainer.num_workers=0",
+    "trainer.log_every=1",
+    "trainer.progress=log",
+    "data.segment_seconds=0.25",
+    "data.val_size=4",
+    "data.corpus_size=4",
+    "data.noise_corpus_size=4",
+    "data.families=[white,coloured,hum,clicks]",
+    "model.hidden=4",
+]
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def compose_cfg(*overrides: str):
+    register()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m trainer ...` from the repo root, as a user would."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """All scalar series in a TensorBoard run directory, as TensorBoard would show them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture
+def tiny_cfg():
+    return lambda *extra: compose_cfg(*TINY, *extra)

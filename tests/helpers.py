@@ -1,0 +1,31 @@
+"""Test-only components, reachable from config as `_target_: tests.helpers.<name>`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NaNAfter(nn.Module):
+    """A loss term that is 0 for `after` training calls, then NaN."""
+
+    def __init__(self, after: int = 3):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.calls += 1
+        zero = (estimate * 0).mean()
+        return zero + float("nan") if self.calls > self.after else zero
+
+
+class Boom(nn.Module):
+    """A model that raises on its first forward: a job that crashes."""
+
+    def __init__(self, hidden: int = 1):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom: this job fails on purpose")

@@ -1,0 +1,89 @@
+"""Every option of every config group composes and builds; bad config is refused early."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import TINY, cli, compose_cfg, options
+from trainer.config import ConfigError, validate
+from trainer.engine import evaluate, train_step
+from trainer.run import assemble
+
+GROUPS = ["task", "data", "model", "optim", "sched", "loss", "precision"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_option_composes_builds_and_steps(group, option):
+    cfg = compose_cfg(*TINY, f"{group}={option}")
+    validate(cfg)
+    parts = assemble(cfg)
+    parts.sampler.set_position(0, 0)
+    batch = next(iter(parts.train_loader))
+    out = train_step(parts, [batch], cfg.trainer.grad_clip)
+    assert torch.isfinite(out.loss), (group, option)
+    if not out.skipped:
+        parts.schedule.after_step()
+    metrics = evaluate(parts)
+    assert parts.task.monitor in metrics
+    parts.schedule.after_validation(metrics[parts.task.monitor])
+
+
+@pytest.mark.parametrize("option", options("compile"))
+def test_compile_option_builds(option):
+    cfg = compose_cfg(*TINY, f"compile={option}")
+    parts = assemble(cfg)
+    compiled = option != "none"
+    assert (parts.model is not parts.raw_model) == compiled
+    assert isinstance(parts.model, torch._dynamo.eval_frame.OptimizedModule) == compiled
+
+
+def test_conv_before_batchnorm_has_no_bias():
+    from torch import nn
+
+    model = assemble(compose_cfg(*TINY, "model=conv")).raw_model
+    pairs = [
+        (a, b) for seq in model.modules() if isinstance(seq, nn.Sequential) for a, b in zip(seq, list(seq)[1:])
+    ]
+    conv_bn = [a for a, b in pairs if isinstance(b, nn.BatchNorm1d)]
+    assert conv_bn and all(c.bias is None for c in conv_bn)
+    kept = assemble(compose_cfg(*TINY, "model=conv", "model.bias_before_norm=true")).raw_model
+    assert sum(p.numel() for p in kept.parameters()) > sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("trainer.epochs=2.5", "trainer.epochs"),
+        ("trainer.epoch=3", "trainer.epoch"),
+        ("+trainer.lrr=0.1", "trainer.lrr"),
+        ("+optim.lrr=0.1", "optim.lrr"),
+        ("precision.dtype=float8", "precision.dtype"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("resume=/no/such/checkpoint.pt", "/no/such/checkpoint.pt"),
+    ],
+)
+def test_bad_override_rejected_before_anything_is_written(tmp_path, override, needle):
+    run_dir = tmp_path / "run"
+    proc = cli(override, f"hydra.run.dir={run_dir}", timeout=60)
+    assert proc.returncode != 0
+    assert needle in proc.stderr + proc.stdout
+    assert not run_dir.exists()
+
+
+def test_validate_names_unknown_target_argument():
+    cfg = compose_cfg(*TINY, "+model.widht=3")
+    with pytest.raises(ConfigError, match=r"model\.widht"):
+        validate(cfg)
+
+
+def test_fp16_requires_scaler():
+    with pytest.raises(ConfigError, match="grad_scaler"):
+        validate(compose_cfg(*TINY, "precision=amp_fp16", "precision.grad_scaler=false"))
+
+
+def test_defaults():
+    cfg = compose_cfg()
+    assert cfg.task._target_.endswith("Denoise") and cfg.model._target_.endswith("LSTMMask")
+    assert cfg.data._target_.endswith("SyntheticSpeech")
+    assert cfg.precision.dtype.value == "float32" and not cfg.compile.enabled

@@ -1,0 +1,96 @@
+"""Engine behaviour: learning, exact resume after SIGKILL, divergence handling."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, TINY, cli, compose_cfg, scalars
+from trainer.engine import evaluate, train_step
+from trainer.run import assemble
+
+
+@pytest.mark.parametrize("model", ["conv", "lstm"])
+def test_short_run_lowers_validation_loss(model):
+    cfg = compose_cfg(*TINY, f"model={model}", "model.hidden=16", "trainer.batch_size=8", "trainer.steps_per_epoch=40")
+    parts = assemble(cfg)
+    before = evaluate(parts)
+    parts.sampler.set_position(0, 0)
+    for batch in parts.train_loader:
+        train_step(parts, [batch], cfg.trainer.grad_clip)
+        parts.schedule.after_step()
+    after = evaluate(parts)
+    assert after["loss/total"] < before["loss/total"] - 1.0, (before, after)  # SI-SDR loss, in dB
+    assert after["si_sdri"] > before["si_sdri"]
+
+
+RESUME = [*TINY, "trainer.epochs=2", "trainer.steps_per_epoch=6", "trainer.checkpoint_every=2", "trainer.deterministic=true"]
+
+
+def _kill_at_step(run_dir, step: int) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *RESUME, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    for line in proc.stdout:
+        if f" step {step} " in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def test_sigkill_and_resume_reproduces_every_step(tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    cli(*RESUME, f"hydra.run.dir={reference}", check=True)
+
+    _kill_at_step(resumed, 5)  # mid-epoch 1; the last checkpoint is from step 4
+    assert not (resumed / "summary.json").exists()
+    proc = cli(*RESUME, f"hydra.run.dir={resumed}", check=True)
+    assert "resumed from" in proc.stdout + proc.stderr
+
+    want, got = scalars(reference / "tb" / "train"), scalars(resumed / "tb" / "train")
+    assert [s for s, _ in got["loss/total"]] == list(range(1, 13))  # no step twice, none missing
+    assert got["loss/total"] == want["loss/total"]  # bit-identical per-step losses
+    assert got["opt/lr"] == want["opt/lr"]
+    assert scalars(resumed / "tb" / "val")["metrics/si_sdr"] == scalars(reference / "tb" / "val")["metrics/si_sdr"]
+
+    a = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert json.loads((resumed / "history.json").read_text()) == json.loads((reference / "history.json").read_text())
+
+
+def test_non_finite_loss_stops_the_run_as_diverged(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = cli(
+        *TINY, "+loss.terms.bad={_target_:tests.helpers.NaNAfter,after:4}", "+loss.weights.bad=1.0",
+        f"hydra.run.dir={run_dir}", check=True,
+    )  # fmt: skip
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert "non-finite" in summary["reason"] and "step 5" in summary["reason"]
+    assert summary["objective"] == "-inf"  # never NaN; the worst value for a max metric
+    assert "diverged" in proc.stdout + proc.stderr
+    # the last checkpoint is the last good state (end of epoch 1), never the NaN one
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["state"]["step"] == 3
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+
+
+def test_objective_is_never_nan():
+    from trainer.history import RunState
+    from trainer.run import objective
+
+    assert objective(RunState(status="diverged", best=3.0), -math.inf) == -math.inf
+    assert objective(RunState(status="completed", best=None), math.inf) == math.inf
+    assert objective(RunState(status="completed", best=2.5), -math.inf) == 2.5
