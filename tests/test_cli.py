@@ -74,3 +74,14 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     proc = cli(*TINY, "trainer.epochs=1", "optim.lr=0.5", f"hydra.run.dir={run_dir}")
     assert proc.returncode != 0
     assert "optim.lr" in proc.stderr and "different config" in proc.stderr
+
+
+def test_resume_from_another_runs_checkpoint_and_train_longer(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    cli(*TINY, "trainer.epochs=1", f"hydra.run.dir={first}", check=True)
+    cli(*TINY, "trainer.epochs=2", f"resume={first}/checkpoints/last.pt", f"hydra.run.dir={second}", check=True)
+    h1 = json.loads((first / "history.json").read_text())
+    h2 = json.loads((second / "history.json").read_text())
+    assert len(h1) == 1 and len(h2) == 2 and h2[0] == h1[0]
+    assert [s for s, _ in scalars(second / "tb" / "train")["loss/total"]] == [4, 5, 6]
+    assert json.loads((first / "summary.json").read_text())["steps"] == 3  # the source is untouched

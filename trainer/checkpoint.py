@@ -151,8 +151,12 @@ def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) 
 
 
 # Keys that may differ between a checkpoint and the run resuming it: they change where or
-# how visibly a run happens, not what it computes.
-RESUMABLE_DIFFERENCES = ("trainer.device", "trainer.num_workers", "trainer.progress", "trainer.log_every", "trainer.checkpoint_every", "resume")
+# how visibly a run happens, not what it computes; and `trainer.epochs`, to train a run
+# longer (the LR schedule is then laid out over the new total).
+RESUMABLE_DIFFERENCES = (
+    "trainer.device", "trainer.num_workers", "trainer.progress", "trainer.log_every",
+    "trainer.checkpoint_every", "trainer.epochs", "resume",
+)  # fmt: skip
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

@@ -86,6 +86,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         state = RunState.from_dict(restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config))
         log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
 
+    if state.status == "completed" and state.epoch < t.epochs:
+        state.status = "running"  # a finished run resumed with a larger epoch budget
     if state.finished:
         log.info("run already %s; nothing to do (best %s = %s)", state.status, task.monitor, state.best)
     else:
