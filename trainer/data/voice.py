@@ -271,6 +271,12 @@ def fft_size(sr: int) -> int:
 
 def render(rng: np.random.Generator, n_samples: int, sr: int, speaker: Speaker | None = None) -> np.ndarray:
     """One utterance of `n_samples` at `sr`, unit RMS over its active part, float64."""
+    return utterance(rng, n_samples, sr, speaker)[0]
+
+
+def utterance(rng: np.random.Generator, n_samples: int, sr: int, speaker: Speaker | None = None):
+    """`render`, also returning the control tracks (frame hop `fft_size(sr) // 4`) and the
+    speaker, for inspection and for the statistics tests."""
     spk = speaker or random_speaker(rng)
     n_fft = fft_size(sr)
     hop = n_fft // 4
@@ -310,4 +316,4 @@ def render(rng: np.random.Generator, n_samples: int, sr: int, speaker: Speaker |
     # Loudness varies across an utterance too (phrase-level swell).
     y *= np.exp(_smooth(rng.normal(0, 0.25, len(y) // hop + 2), 8)[np.arange(len(y)) // hop])
     active = np.abs(y) > 0.05 * np.abs(y).max() if np.any(y) else np.ones_like(y, dtype=bool)
-    return y / (np.sqrt(np.mean(y[active] ** 2)) + 1e-12)
+    return y / (np.sqrt(np.mean(y[active] ** 2)) + 1e-12), tr, spk

@@ -1,0 +1,89 @@
+"""The embedded voices look like speech, and a model trained on them helps on real speech.
+
+The targets are the ones stated in README ("The embedded dataset"), from the phonetics
+literature (Hillenbrand et al. 1995 for pitch and formants; Byrne et al. 1994 for the
+long-term average spectrum of speech) and checked against espeak-ng's output.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from trainer.data import voice
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def utterances():
+    out = []
+    for i in range(40):
+        y, tracks, speaker = voice.utterance(np.random.default_rng(i), 3 * SR, SR)
+        out.append((y, tracks, speaker))
+    return out
+
+
+def _voiced(tr):
+    return tr.voice > 0.3
+
+
+def test_pitch_spans_men_women_and_children_and_moves_within_an_utterance(utterances):
+    medians = np.array([np.median(tr.f0[_voiced(tr)]) for _, tr, _ in utterances])
+    assert 70 <= medians.min() and medians.max() <= 400
+    assert (medians < 150).mean() >= 0.2 and (medians > 180).mean() >= 0.2  # both sexes represented
+    ranges = [np.log2(np.percentile(tr.f0[_voiced(tr)], 95) / np.percentile(tr.f0[_voiced(tr)], 5)) * 12 for _, tr, _ in utterances]
+    assert 3 <= np.mean(ranges) <= 10  # semitones: read speech is not monotone, nor a siren
+
+
+def test_formants_move_between_segments(utterances):
+    f2_std = [np.std(tr.formants[_voiced(tr), 1]) for _, tr, _ in utterances]
+    assert min(f2_std) >= 200  # Hz: vowel changes and coarticulated transitions
+    f1 = np.concatenate([tr.formants[_voiced(tr), 0] for _, tr, _ in utterances])
+    assert 200 <= np.percentile(f1, 5) and np.percentile(f1, 95) <= 1200
+
+
+def test_voiced_and_unvoiced_shares(utterances):
+    shares = []
+    for _, tr, _ in utterances:
+        active = _voiced(tr) | (tr.frication > 0.05) | (tr.aspiration > 0.05)
+        shares.append(_voiced(tr).sum() / active.sum())
+    assert 0.6 <= np.mean(shares) <= 0.85  # read English: mostly voiced, with real fricatives and stops
+    assert min(shares) < 0.95
+
+
+def test_long_term_spectrum_tilts_like_speech(utterances):
+    tilts = []
+    f = np.fft.rfftfreq(512, 1 / SR)
+    for y, _, _ in utterances:
+        frames = np.lib.stride_tricks.sliding_window_view(y, 512)[::128] * np.hanning(512)
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        power = power[power.sum(1) > 1e-3 * power.sum(1).max()].mean(0)
+        tilts.append(10 * np.log10(power[(f >= 4000) & (f < 8000)].mean() / power[(f >= 250) & (f < 1000)].mean()))
+    assert -30 <= np.mean(tilts) <= -18  # dB, 4-8 kHz vs 0.25-1 kHz (speech LTAS; espeak-ng: -24)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)")
+def test_short_run_improves_si_sdr_on_espeak_speech(tmp_path):
+    from sweeps import speech_testset
+    from tests.conftest import compose_cfg
+    from trainer.engine import train_step
+    from trainer.evaluate import means, paired_files, score
+    from trainer.run import assemble
+
+    speech_testset.build(tmp_path / "speech", sentences=4)
+    cfg = compose_cfg(
+        "data.corpus_size=128", "data.noise_corpus_size=64", "data.val_size=8",
+        "trainer.epochs=1", "trainer.steps_per_epoch=150",
+    )  # fmt: skip
+    parts = assemble(cfg)
+    parts.sampler.set_position(0, 0)
+    for batch in parts.train_loader:
+        train_step(parts, [batch], cfg.trainer.grad_clip)
+        parts.schedule.after_step()
+    parts.model.eval()
+    result = means(score(parts.model, paired_files(tmp_path / "speech"), 16000, parts.device, slow_metrics=False))
+    assert result["files"] == 12
+    assert result["si_sdri"] > 1.5, result

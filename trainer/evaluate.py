@@ -1,0 +1,119 @@
+"""Score a checkpoint on a folder of paired audio.
+
+    python -m trainer.evaluate <checkpoint.pt or run dir> <data dir> [--out results.csv]
+
+`<data dir>` holds `noisy/` and `clean/` with matching file names (the VoiceBank+DEMAND
+layout). The model and its sample rate come from the config stored in the checkpoint.
+Writes one CSV row per file (SI-SDR in/out/improvement, PESQ wide- and narrow-band,
+STOI, ESTOI for the noisy input and the output) and prints and saves the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from trainer.build import build_model
+from trainer.checkpoint import CheckpointError, load, load_model_state
+from trainer.data import audio_io
+from trainer.metrics import pesq, si_sdr, stoi
+
+
+def load_model(path: Path, device: torch.device):
+    """Rebuild the model a checkpoint was trained with and load its weights."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    ckpt = load(path)
+    cfg = OmegaConf.create(ckpt["config"])
+    model = build_model(cfg.model)
+    load_model_state(model, ckpt["model"], path)
+    return model.to(device).eval(), cfg
+
+
+def paired_files(root: Path) -> list[tuple[str, Path, Path]]:
+    root = Path(root)
+    noisy_dir, clean_dir = root / "noisy", root / "clean"
+    for d in (noisy_dir, clean_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: missing (expected {root}/noisy and {root}/clean)")
+    clean = {p.stem: p for p in audio_io.list_audio(clean_dir)}
+    pairs = [(p.stem, p, clean[p.stem]) for p in audio_io.list_audio(noisy_dir) if p.stem in clean]
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no file in noisy/ has a same-named partner in clean/")
+    return pairs
+
+
+@torch.no_grad()
+def score(model, pairs, sample_rate: int, device: torch.device, slow_metrics: bool = True) -> list[dict]:
+    rows = []
+    for name, noisy_path, clean_path in pairs:
+        noisy = audio_io.read(noisy_path, sample_rate)
+        clean = audio_io.read(clean_path, sample_rate)
+        n = min(len(noisy), len(clean))
+        noisy, clean = noisy[:n], clean[:n]
+        out = model(noisy[None].to(device))[0].float().cpu()
+        row = {"file": name, "si_sdr_in": si_sdr(noisy, clean).item(), "si_sdr_out": si_sdr(out, clean).item()}
+        row["si_sdri"] = row["si_sdr_out"] - row["si_sdr_in"]
+        if slow_metrics:
+            for tag, signal in (("in", noisy), ("out", out)):
+                row[f"pesq_wb_{tag}"] = pesq(clean, signal, sample_rate, "wb")
+                row[f"pesq_nb_{tag}"] = pesq(clean, signal, sample_rate, "nb")
+                row[f"stoi_{tag}"] = stoi(clean, signal, sample_rate)
+                row[f"estoi_{tag}"] = stoi(clean, signal, sample_rate, extended=True)
+        rows.append(row)
+    return rows
+
+
+def means(rows: list[dict]) -> dict[str, float]:
+    keys = [k for k in rows[0] if k != "file"]
+    out = {}
+    for key in keys:
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        out[key] = sum(values) / len(values) if values else math.nan
+    for metric in ("pesq_wb", "pesq_nb", "stoi", "estoi"):
+        if f"{metric}_in" in out:
+            out[f"{metric}_gain"] = out[f"{metric}_out"] - out[f"{metric}_in"]
+    out["files"] = len(rows)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint file, or a run directory (uses checkpoints/best.pt)")
+    parser.add_argument("data", type=Path, help="folder with noisy/ and clean/")
+    parser.add_argument("--out", type=Path, help="per-file CSV (default: <data>/scores-<run>.csv)")
+    parser.add_argument("--fast", action="store_true", help="SI-SDR only (skip PESQ and STOI)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    try:
+        model, cfg = load_model(args.checkpoint, device)
+        pairs = paired_files(args.data)
+    except (CheckpointError, FileNotFoundError) as err:
+        parser.exit(2, f"error: {err}\n")
+    start = time.perf_counter()
+    rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
+    summary = means(rows)
+    out = args.out or args.data / f"scores-{Path(args.checkpoint).resolve().parent.parent.name if args.checkpoint.is_file() else args.checkpoint.name}.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{len(rows)} files in {time.perf_counter() - start:.1f} s -> {out}")
+    for key, value in summary.items():
+        print(f"  {key:14s} {value:.3f}" if isinstance(value, float) else f"  {key:14s} {value}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
