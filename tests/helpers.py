@@ -23,7 +23,7 @@ class NaNAfter(nn.Module):
 class Boom(nn.Module):
     """A model that raises on its first forward: a job that crashes."""
 
-    def __init__(self, hidden: int = 1):
+    def __init__(self, **ignored):
         super().__init__()
         self.p = nn.Parameter(torch.zeros(1))
 

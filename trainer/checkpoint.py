@@ -155,7 +155,8 @@ def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) 
 # longer (the LR schedule is then laid out over the new total).
 RESUMABLE_DIFFERENCES = (
     "trainer.device", "trainer.num_workers", "trainer.progress", "trainer.log_every",
-    "trainer.checkpoint_every", "trainer.epochs", "resume",
+    "trainer.checkpoint_every", "trainer.epochs", "trainer.warmup_steps", "trainer.target",
+    "resume", "profile", "profiler",
 )  # fmt: skip
 
 
@@ -164,7 +165,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
     out = []
     for key in keys:
         name = f"{prefix}{key}"
-        if name in RESUMABLE_DIFFERENCES:
+        if name in RESUMABLE_DIFFERENCES or name.split(".")[0] in RESUMABLE_DIFFERENCES:
             continue
         a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):

@@ -74,6 +74,10 @@ class TrainerConfig:
     checkpoint_every: int = 0  # optimizer steps between mid-epoch `last` saves; 0 = per epoch only
     progress: Progress = Progress.auto
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # Steps at the start of each process (compilation, autotuning, CUDA-graph capture, the
+    # cold data corpus) kept out of the throughput figures and reported as warm-up time.
+    warmup_steps: int = 10
+    target: Optional[float] = None  # a value of the monitored metric: the run records when it first reaches it
 
 
 @dataclass
@@ -95,6 +99,19 @@ class CompileConfig:
 
 
 @dataclass
+class ProfilerConfig:
+    # torch.profiler schedule, in optimizer steps: skip `wait`, trace but discard `warmup`,
+    # record `active`; the trace goes to <run>/tb/profile and the top operators to the log.
+    wait: int = 5
+    warmup: int = 2
+    active: int = 5
+    record_shapes: bool = False
+    profile_memory: bool = False
+    with_stack: bool = False
+    row_limit: int = 15
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     data: Any = MISSING
@@ -106,6 +123,8 @@ class Config:
     compile: CompileConfig = field(default_factory=CompileConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resume: Optional[str] = None  # a checkpoint to start from when the run dir has none
+    profile: bool = False  # record a torch.profiler trace (schedule in `profiler`); no cost when off
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
 
 
 _INSTANTIATE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -116,6 +135,8 @@ def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
     # An empty override list would give an empty run-dir name.
     OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
+    # `${div:32,${trainer.batch_size}}`: sweep presets that hold a product constant
+    OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b), replace=True)
 
 
 def _locate(target: str) -> Any:
@@ -163,6 +184,10 @@ def validate(cfg: DictConfig) -> None:
         _check_targets(job._get_node(group), group)
     t, p = job.trainer, job.precision
     positive = ["epochs", "batch_size", "grad_accum", "val_batch_size", "log_every"]
+    if t.warmup_steps < 0:
+        raise ConfigError(f"trainer.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if job.profile and job.profiler.active < 1:
+        raise ConfigError("profiler.active must be >= 1 when profile=true")
     for key in positive:
         if t[key] < 1:
             raise ConfigError(f"trainer.{key} must be >= 1, got {t[key]}")

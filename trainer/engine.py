@@ -22,7 +22,7 @@ from trainer.config import TrainerConfig
 from trainer.history import RunState, write_json
 from trainer.loggers import Logger, Progress
 from trainer.data.loader import EpochSampler
-from trainer.perf import Precision
+from trainer.perf import Precision, ShapeGuard
 from trainer.schedules import Schedule
 from trainer.tasks import Task
 
@@ -50,6 +50,7 @@ class Parts:
     valid_loader: DataLoader
     steps_per_epoch: int
     config: dict  # the resolved job config, stored in checkpoints
+    shape_guard: ShapeGuard
 
 
 @dataclass
@@ -93,14 +94,20 @@ def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip
 
 @torch.no_grad()
 def evaluate(p: Parts) -> dict[str, float]:
-    """Mean of every loss term and task metric over the validation set."""
-    p.model.eval()
+    """Mean of every loss term and task metric over the validation set.
+
+    Runs the eager model (same parameters as the compiled one): eval mode under no_grad
+    would otherwise be a second compilation, and a CUDA-graph capture per new shape, for a
+    small share of the run's time.
+    """
+    model = p.raw_model
+    model.eval()
     sums: dict[str, torch.Tensor] = {}
     count = 0
     for batch in p.valid_loader:
         inputs, target = p.task.pair(to_device(batch, p.device))
         with p.precision.autocast():
-            output = p.model(inputs)
+            output = model(inputs)
             total, terms = p.loss(output, target)
         n = inputs.shape[0]
         values = {"loss/total": total * n, **{f"loss/{k}": v * n for k, v in terms.items()}}
@@ -153,6 +160,35 @@ class Window:
         return out
 
 
+def record_validation(p: Parts, cfg: TrainerConfig, state: RunState, metrics: dict[str, float], seconds: float) -> bool:
+    """Fold one validation into the state: best, early stopping, target, history. Returns
+    whether the monitored metric improved."""
+    task, es = p.task, cfg.early_stopping
+    value = metrics[task.monitor]
+    if not math.isfinite(value):
+        raise Diverged(f"validation {task.monitor} is {value} after epoch {state.epoch + 1}")
+    state.epoch += 1
+    improved = task.improved(value, state.best, es.min_delta)
+    if improved:
+        state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+    else:
+        state.bad_epochs += 1
+    if cfg.target is not None and "time_to_target" not in state.speed and not task.improved(cfg.target, value):
+        state.speed.update(time_to_target=seconds, steps_to_target=state.step)
+    state.history.append({"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 3), **metrics})
+    log.info(
+        "epoch %d/%d  %s %.4f (best %.4f @ %d)  %s",
+        state.epoch, cfg.epochs, task.monitor, value, state.best, state.best_epoch,
+        " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != task.monitor),
+    )  # fmt: skip
+    if es.enabled and state.bad_epochs >= es.patience:
+        state.status = "early_stopped"
+        state.reason = f"no improvement of {task.monitor} for {state.bad_epochs} validations"
+    elif state.epoch >= cfg.epochs:
+        state.status = "completed"
+    return improved
+
+
 def train(
     p: Parts,
     cfg: TrainerConfig,
@@ -162,11 +198,15 @@ def train(
     val_log: Logger,
     progress: Progress,
     history_path,
+    profiler=None,
 ) -> RunState:
     """Train until the epoch budget, early stopping or divergence; returns the final state."""
-    task, es = p.task, cfg.early_stopping
     samples_per_step = cfg.batch_size * cfg.grad_accum
-    clock = time.perf_counter()
+    clock = start = time.perf_counter()
+    # Every process warms up again (compilation, CUDA graphs, a cold corpus), resumed or not.
+    start_step = state.step
+    warm_at = start_step + cfg.warmup_steps
+    state.speed["loop_start_unix"] = time.time()  # start-up ends here; the first batch is next
 
     def account_time() -> None:
         nonlocal clock
@@ -189,15 +229,25 @@ def train(
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.grad_accum)]
                 window.data_time += time.perf_counter() - t0
+                if state.step == start_step:  # the first batch is ready: the first step begins
+                    state.speed["first_step_unix"] = time.time()
+                p.shape_guard.check(micro[0])
 
                 out = train_step(p, micro, cfg.grad_clip)
                 state.step += 1
                 if not out.skipped:  # a skipped fp16 step must not advance the schedule
                     p.schedule.after_step()
                 window.add(out, samples_per_step)
+                if profiler is not None:
+                    profiler.step()
 
-                if state.step % cfg.log_every == 0 or i == p.steps_per_epoch - 1:
+                if state.step == warm_at or state.step % cfg.log_every == 0 or i == p.steps_per_epoch - 1:
                     values = window.flush(state.step)
+                    if state.step == warm_at:
+                        state.speed["warmup_seconds"] = time.perf_counter() - start
+                    elif state.step > warm_at:  # steady-state windows only
+                        state.speed.setdefault("window_step_ms", []).append(values["perf/step_ms"])
+                        state.speed.setdefault("window_data_wait", []).append(values["perf/data_wait"])
                     values["opt/lr"] = p.optimizer.param_groups[0]["lr"]
                     train_log.log(values, state.step)
                     progress.update(state.step, state.epoch + 1, {"loss": values["loss/total"]})
@@ -208,28 +258,10 @@ def train(
 
             window.check(state.step)
             metrics = evaluate(p)
-            value = metrics[task.monitor]
-            if not math.isfinite(value):
-                raise Diverged(f"validation {task.monitor} is {value} after epoch {state.epoch + 1}")
-            state.epoch += 1
-            improved = task.improved(value, state.best, es.min_delta)
-            if improved:
-                state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-            else:
-                state.bad_epochs += 1
-            p.schedule.after_validation(value)
+            account_time()
+            improved = record_validation(p, cfg, state, metrics, state.train_seconds)
+            p.schedule.after_validation(metrics[p.task.monitor])
             val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): v for k, v in metrics.items()}, state.step)
-            state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-            log.info(
-                "epoch %d/%d  %s %.4f (best %.4f @ %d)  %s",
-                state.epoch, cfg.epochs, task.monitor, value, state.best, state.best_epoch,
-                " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != task.monitor),
-            )  # fmt: skip
-            if es.enabled and state.bad_epochs >= es.patience:
-                state.status = "early_stopped"
-                state.reason = f"no improvement of {task.monitor} for {state.bad_epochs} validations"
-            elif state.epoch >= cfg.epochs:
-                state.status = "completed"
             # `last` before `best` before history.json: each file only ever records
             # epochs that the one before it already holds.
             save_last()

@@ -22,6 +22,9 @@ class RunState:
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per validation
     train_seconds: float = 0.0  # wall time in training and validation, summed over resumes
+    # throughput bookkeeping: warmup_seconds, window_step_ms / window_data_wait (steady
+    # windows), time_to_target / steps_to_target
+    speed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:

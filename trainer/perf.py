@@ -45,8 +45,10 @@ def resolve_device(name: str) -> torch.device:
 
 def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: torch.device, deterministic: bool):
     """Returns (model to train, raw model for checkpoints, loss, Precision)."""
-    # 1. global flags
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    # 1. global flags. use_deterministic_algorithms imports torch._inductor (1.5 s of
+    # start-up), so it is only called when the setting has to change.
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.set_float32_matmul_precision(precision.matmul.value)
     torch.backends.cudnn.allow_tf32 = precision.cudnn_tf32
@@ -67,3 +69,64 @@ def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: tor
             model, mode=compile_cfg.mode.value, fullgraph=compile_cfg.fullgraph, dynamic=compile_cfg.dynamic
         )
     return trained, model, loss, prec
+
+
+class ShapeGuard:
+    """Warns once when batch shapes change between steps while CUDA graphs are in use.
+
+    A CUDA graph replays fixed shapes: each new shape is another capture (time, memory)
+    and a changing shape every step makes `reduce-overhead` slower than eager. The fixes
+    are fixed-length crops and `drop_last`, which the trainer's loaders use.
+    """
+
+    def __init__(self, active: bool):
+        self.active, self.first, self.warned = active, None, False
+
+    def check(self, batch: dict[str, torch.Tensor]) -> None:
+        if not self.active or self.warned:
+            return
+        shapes = {k: tuple(v.shape) for k, v in batch.items()}
+        if self.first is None:
+            self.first = shapes
+        elif shapes != self.first:
+            log.warning(
+                "batch shapes vary between steps (%s, then %s): CUDA graphs re-record for every new shape; "
+                "use a fixed segment length and drop_last", self.first, shapes,
+            )  # fmt: skip
+            self.warned = True
+
+
+def uses_cuda_graphs(compile_cfg) -> bool:
+    return compile_cfg.enabled and compile_cfg.mode.value in ("reduce-overhead", "max-autotune")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: max allocated since the run started. CPU: the process's peak RSS (in a
+    multirun with the basic launcher, jobs share the process, so this is a running max)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def make_profiler(cfg, trace_dir):
+    """A started torch.profiler on the configured schedule, writing a TensorBoard trace."""
+    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    prof = profile(
+        activities=activities,
+        schedule=schedule(wait=cfg.wait, warmup=cfg.warmup, active=cfg.active, repeat=1),
+        on_trace_ready=tensorboard_trace_handler(str(trace_dir)),
+        record_shapes=cfg.record_shapes,
+        profile_memory=cfg.profile_memory,
+        with_stack=cfg.with_stack,
+    )
+    prof.start()
+    return prof
+
+
+def profiler_table(prof, row_limit: int) -> str:
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=row_limit)

@@ -4,8 +4,11 @@ write the summary, return the objective."""
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import random
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from trainer.build import build_data, build_loss, build_model, build_optimizer, 
 from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import validate
 from trainer.engine import Parts, train
+from trainer.perf import ShapeGuard, uses_cuda_graphs
 from trainer.history import RunState, write_json
 from trainer.data.loader import train_loader, valid_loader
 from trainer.loggers import Progress, TensorBoardLogger
@@ -69,64 +73,123 @@ def assemble(cfg: DictConfig) -> Parts:
         trained, raw, loss, optimizer, schedule, precision, task, device,
         loader, sampler, valid_loader(data.valid(), t.val_batch_size), steps_per_epoch,
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
+        ShapeGuard(uses_cuda_graphs(cfg.compile)),
     )  # fmt: skip
 
 
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float:
     validate(cfg)  # again here: a multirun job's own overrides are only known now
     run_dir = Path(run_dir)
-    t = cfg.trainer
-    parts = assemble(cfg)
-    task, raw, steps_per_epoch = parts.task, parts.raw_model, parts.steps_per_epoch
+    started = time.perf_counter()
+    state, parts = RunState(), None
+    try:
+        parts = assemble(cfg)
+        state = train_or_resume(cfg, run_dir, parts, choices or {})
+    except Exception as err:
+        # A crashed job still says so on disk: the sweep report lists it as failed.
+        state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
+        write_json(run_dir / "summary.json", summary(cfg, state, parts, math.nan, started))
+        raise
+    value = objective(state, parts.task.worst())
+    write_json(run_dir / "summary.json", summary(cfg, state, parts, value, started))
+    log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, parts.task.monitor, value, state.best_epoch, state.train_seconds)
+    return value
 
+
+def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[str, str]) -> RunState:
+    t, task, raw = cfg.trainer, parts.task, parts.raw_model
     checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every)
     state = RunState()
     source = checkpointer.last if checkpointer.last.is_file() else (Path(cfg.resume) if cfg.resume else None)
     if source is not None:
         state = RunState.from_dict(restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config))
         log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
-
     if state.status == "completed" and state.epoch < t.epochs:
         state.status = "running"  # a finished run resumed with a larger epoch budget
     if state.finished:
         log.info("run already %s; nothing to do (best %s = %s)", state.status, task.monitor, state.best)
-    else:
-        state.status = "running"
-        purge = state.step + 1 if state.step else None
-        train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge)
-        val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge)
-        progress = Progress(t.progress.value, steps_per_epoch * t.epochs, state.step)
-        log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, steps_per_epoch, run_dir)
-        try:
-            state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json")
-        finally:
-            progress.close()
-            train_log.close()
-        value = objective(state, task.worst())
-        val_log.hparams(hparams(cfg, choices or {}), {f"hparam/{task.monitor}": value})
-        val_log.close()
+        return state
 
-    value = objective(state, task.worst())
-    write_json(run_dir / "summary.json", summary(state, task, value, parts.device))
-    log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, task.monitor, value, state.best_epoch, state.train_seconds)
-    return value
+    state.status = "running"
+    if parts.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(parts.device)
+    purge = state.step + 1 if state.step else None
+    train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge)
+    val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge)
+    progress = Progress(t.progress.value, parts.steps_per_epoch * t.epochs, state.step)
+    profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile else None
+    log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, parts.steps_per_epoch, run_dir)
+    try:
+        state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler)
+    finally:
+        progress.close()
+        train_log.close()
+        if profiler is not None:
+            profiler.stop()
+            log.info("profiler trace in %s; top operators:\n%s", run_dir / "tb" / "profile", perf.profiler_table(profiler, cfg.profiler.row_limit))
+    state.speed["peak_memory_mb"] = perf.peak_memory_mb(parts.device)
+    val_log.hparams(hparams(cfg, choices), {f"hparam/{task.monitor}": objective(state, task.worst())})
+    val_log.close()
+    return state
 
 
-def summary(state: RunState, task, value: float, device: torch.device) -> dict[str, Any]:
+def versions() -> dict[str, str | None]:
+    import hydra
+    import torchaudio
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__,
+        "hydra": hydra.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
+    }
+
+
+def speed_summary(speed: dict[str, Any], samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
+    """Median steady-state step time and what follows from it."""
+    out: dict[str, Any] = {k: speed.get(k) for k in ("warmup_seconds", "time_to_target", "steps_to_target", "peak_memory_mb")}
+    windows = speed.get("window_step_ms") or []
+    if windows:
+        step_ms = statistics.median(windows)
+        out.update(
+            step_ms=round(step_ms, 3),
+            samples_per_s=round(samples_per_step / (step_ms / 1000), 2),
+            data_wait=round(statistics.mean(speed["window_data_wait"]), 4),
+        )
+        if speed.get("warmup_seconds") is not None:
+            # what the warm-up cost beyond the same number of steady steps: compilation etc.
+            out["compile_seconds"] = round(max(0.0, speed["warmup_seconds"] - warmup_steps * step_ms / 1000), 3)
+    return out
+
+
+def summary(cfg: DictConfig, state: RunState, parts: Parts | None, value: float, started: float) -> dict[str, Any]:
     last = state.history[-1] if state.history else {}
+    task = parts.task if parts else None
+    device = parts.device if parts else None
+    t = cfg.trainer
     return {
         "status": state.status,
         "reason": state.reason,
-        "monitor": task.monitor,
-        "mode": task.mode,
+        "monitor": task.monitor if task else None,
+        "mode": task.mode if task else None,
         "objective": value,
         "best": state.best,
         "best_epoch": state.best_epoch,
-        "final": last.get(task.monitor),
+        "final": last.get(task.monitor) if task else None,
         "final_metrics": last,
+        "target": t.target,
         "epochs": state.epoch,
         "steps": state.step,
         "train_seconds": round(state.train_seconds, 3),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "job_seconds": round(time.perf_counter() - started, 3),
+        **speed_summary(state.speed, t.batch_size * t.grad_accum, t.warmup_steps),
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "loop_start_unix": state.speed.get("loop_start_unix"),
+        "first_step_unix": state.speed.get("first_step_unix"),
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu") if device else None,
+        "versions": versions(),
     }

@@ -1,0 +1,154 @@
+"""Performance switches and sweeps: each switch is correct, the sweep report is complete."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, TINY, cli, compose_cfg
+from trainer.checkpoint import Checkpointer
+from trainer.engine import train, train_step
+from trainer.history import RunState
+from trainer.loggers import NullLogger, Progress
+from trainer.perf import ShapeGuard
+from trainer.run import assemble
+
+SWEEP_TINY = [*TINY, "trainer.steps_per_epoch=6", "trainer.warmup_steps=2", "trainer.log_every=2"]
+
+
+def _report(sweep_dir):
+    proc = __import__("subprocess").run(
+        [__import__("sys").executable, "-m", "sweeps.report", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    with open(sweep_dir / "report.csv") as f:
+        return list(csv.DictReader(f)), proc.stdout
+
+
+def test_precision_sweep_on_cpu_and_its_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    # the preset's grid with compile fixed to eager: 3 precisions x 2 matmul x 2 cudnn.benchmark
+    cli("+sweep=precision", "compile=none", *SWEEP_TINY, f"hydra.sweep.dir={sweep}", check=True, timeout=600)
+    rows, printed = _report(sweep)
+    assert len(rows) == 12
+    assert {r["run"].split(",")[0].removesuffix(" (baseline)") for r in rows} == {
+        "precision=amp_bf16", "precision=amp_fp16", "precision=fp32"
+    }  # fmt: skip
+    for r in rows:
+        assert r["status"] == "completed"
+        for column in ("samples/s", "step ms", "peak MB", "warm-up s", "best si_sdr"):
+            float(r[column])  # a number in every row
+        assert r["speedup"].endswith("x")
+    baseline = [r for r in rows if r["run"].endswith("(baseline)")]
+    assert len(baseline) == 1 and baseline[0]["speedup"] == "1.00x" and "precision=fp32" in baseline[0]["run"]
+    for name in ("report.md", "report.html", "throughput.png", "curves.png"):
+        assert (sweep / name).stat().st_size > 0
+    html = (sweep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # self-contained
+    assert "precision=amp_bf16" in printed
+
+
+def test_report_survives_failed_and_unfinished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "model._target_=models.LSTMMask,tests.helpers.Boom", *SWEEP_TINY, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode != 0  # Hydra reports the failed job at the end, after running both
+    rows, _ = _report(sweep)
+    by_model = {r["run"]: r for r in rows}
+    good = next(v for k, v in by_model.items() if "LSTMMask" in k)
+    bad = next(v for k, v in by_model.items() if "Boom" in k)
+    assert good["status"] == "completed" and float(good["samples/s"]) > 0
+    assert bad["status"].startswith("failed") and "boom" in bad["status"] and bad["samples/s"] == "—"
+    # a job still running (no summary yet) is listed, not dropped
+    (sweep / good["run"].removesuffix(" (baseline)") / "summary.json").unlink()
+    rows, _ = _report(sweep)
+    assert sorted(r["status"].split(":")[0] for r in rows) == ["failed", "unfinished"]
+
+
+def test_summary_records_speed_memory_target_and_environment(tmp_path):
+    run_dir = tmp_path / "run"
+    cli(*SWEEP_TINY, "trainer.target=-100", f"hydra.run.dir={run_dir}", check=True)
+    s = json.loads((run_dir / "summary.json").read_text())
+    for key in ("samples_per_s", "step_ms", "data_wait", "warmup_seconds", "compile_seconds", "peak_memory_mb"):
+        assert isinstance(s[key], float) and s[key] >= 0, key
+    assert s["time_to_target"] > 0 and s["steps_to_target"] == 6  # reached at the first validation
+    assert s["device"] and {"torch", "torchaudio", "hydra", "numpy", "python"} <= set(s["versions"])
+    history = json.loads((run_dir / "history.json").read_text())
+    assert all(h["seconds"] > 0 for h in history)
+
+
+def test_fp16_skipped_step_does_not_advance_the_schedule(tmp_path):
+    cfg = compose_cfg(*TINY, "precision=amp_fp16", "trainer.epochs=1", "trainer.steps_per_epoch=5")
+    parts = assemble(cfg)
+    calls = {"n": 0}
+
+    def poison_second_step(grad):
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] == 2 else grad
+
+    next(parts.raw_model.parameters()).register_hook(poison_second_step)
+    state = train(
+        parts, cfg.trainer, RunState(), Checkpointer(tmp_path / "ckpt"), NullLogger(), NullLogger(),
+        Progress("none", 0, 0), tmp_path / "history.json",
+    )  # fmt: skip
+    taken = max(int(s["step"]) for s in parts.optimizer.state.values())  # Adam counts real updates
+    assert state.step == 5 and state.status == "completed"  # a skipped fp16 step is not divergence
+    assert taken <= 4  # the poisoned step (and any overflow) was skipped...
+    assert parts.schedule.scheduler.last_epoch == taken  # ...and the LR schedule moved only with real updates
+
+
+def test_accumulation_matches_one_big_batch():
+    def one_step(batch_size, accum):
+        cfg = compose_cfg(*TINY, f"trainer.batch_size={batch_size}", f"trainer.grad_accum={accum}", "trainer.grad_clip=null")
+        parts = assemble(cfg)
+        parts.sampler.set_position(0, 0)
+        it = iter(parts.train_loader)
+        train_step(parts, [next(it) for _ in range(accum)], None)
+        return [p.detach().clone() for p in parts.raw_model.parameters()]
+
+    for a, b in zip(one_step(8, 1), one_step(2, 4)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_profiler_writes_a_trace_and_prints_top_operators(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = cli(*TINY, "profile=true", "profiler.wait=1", "profiler.warmup=1", "profiler.active=2", f"hydra.run.dir={run_dir}", check=True)
+    traces = list((run_dir / "tb" / "profile").glob("*.pt.trace.json"))
+    assert len(traces) == 1
+    events = json.loads(traces[0].read_text())["traceEvents"]
+    assert any(str(e.get("name", "")).startswith("aten::") for e in events)
+    assert "Self CPU" in proc.stdout + proc.stderr  # the top-operator table went to the log
+
+
+def test_shape_guard_warns_once_when_shapes_change(caplog):
+    guard = ShapeGuard(active=True)
+    with caplog.at_level(logging.WARNING):
+        for n in (100, 100, 90, 80):
+            guard.check({"noisy": torch.zeros(2, n)})
+    assert sum("shapes vary" in r.message for r in caplog.records) == 1
+    quiet = ShapeGuard(active=False)
+    quiet.check({"noisy": torch.zeros(2, 1)})
+    quiet.check({"noisy": torch.zeros(2, 3)})
+    assert not quiet.warned
+
+
+def test_compiled_model_trains_on_cpu(tmp_path):
+    run_dir = tmp_path / "run"
+    cli(*TINY, "model=conv", "compile=default", "trainer.epochs=1", "trainer.warmup_steps=1", f"hydra.run.dir={run_dir}", check=True, timeout=600)
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["status"] == "completed" and s["warmup_seconds"] > 1.0  # inductor compiled during warm-up
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in last["model"])  # checkpoints hold the plain model
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision,compile_mode", [("amp_bf16", "none"), ("amp_fp16", "none"), ("amp_bf16", "reduce_overhead")])
+def test_cuda_precision_and_cuda_graphs(tmp_path, precision, compile_mode):
+    run_dir = tmp_path / "run"
+    cli(*SWEEP_TINY, "model=conv", f"precision={precision}", f"compile={compile_mode}", "trainer.device=cuda", f"hydra.run.dir={run_dir}", check=True, timeout=600)
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["status"] == "completed" and s["peak_memory_mb"] > 0
