@@ -1,6 +1,7 @@
 """Put the runs of a sweep side by side.
 
     python -m sweeps.report <multirun dir> [--baseline precision=fp32,compile=none] [--mfu]
+    python -m sweeps.report --study <storage-url> <study-name> [--out DIR]   (see study_report.py)
 
 One row per job directory (any folder under the sweep dir holding `.hydra/`): the swept
 choices (the overrides whose values differ between jobs), status, samples/s and speedup
@@ -85,6 +86,9 @@ def load_runs(sweep_dir: Path) -> list[Run]:
     keys = sorted({k for r in runs for k in r.overrides})
     swept = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1] or keys
     for r in runs:
+        if "optuna.trial_number" in r.overrides:  # a search: its trial folder names the run
+            r.label = r.path.name
+            continue
         r.label = ",".join(f"{k}={r.overrides[k]}" for k in swept if k in r.overrides) or r.path.name
     return runs
 
@@ -238,27 +242,30 @@ def plot(runs: list[Run], sweep_dir: Path, baseline: Run | None) -> list[Path]:
     return paths
 
 
-def write_outputs(sweep_dir: Path, columns, rows, figures, title: str) -> None:
-    with open(sweep_dir / "report.csv", "w", newline="") as f:
+def write_outputs(out_dir: Path, columns, rows, figures, title: str, stem: str = "report", preamble: str = "") -> None:
+    """<stem>.csv, <stem>.md and a self-contained <stem>.html (figures inlined)."""
+    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows(rows)
-    md = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md = [f"# {title}", ""] + ([f"```\n{preamble}\n```", ""] if preamble else [])
+    md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     md += [""] + [f"![{p.stem}]({p.name})" for p in figures]
-    (sweep_dir / "report.md").write_text("\n".join(md) + "\n")
+    (out_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
     cells = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
     images = "".join(
         f'<figure><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></figure>'
         for p in figures
     )
-    (sweep_dir / "report.html").write_text(
+    pre = f"<pre>{html.escape(preamble)}</pre>" if preamble else ""
+    (out_dir / f"{stem}.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "tr:nth-child(even){background:#f6f6f6}img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table><tr>{cells}</tr>{body}</table>{images}</body></html>\n"
+        f"<h1>{html.escape(title)}</h1>{pre}<table><tr>{cells}</tr>{body}</table>{images}</body></html>\n"
     )
 
 
@@ -272,10 +279,19 @@ def print_table(columns, rows) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("sweep_dir", type=Path, nargs="?", help="a multirun or search directory")
+    parser.add_argument("--study", nargs=2, metavar=("STORAGE_URL", "STUDY_NAME"), help="report on an Optuna study")
+    parser.add_argument("--out", type=Path, help="where --study writes its files (default: current directory)")
     parser.add_argument("--baseline", default="precision=fp32,compile=none", help="k=v,... of the baseline run")
     parser.add_argument("--mfu", action="store_true", help="add MFU (model FLOPs / step time / device peak); on by default for CUDA runs")
     args = parser.parse_args(argv)
+    from sweeps import study_report
+
+    if args.study:
+        study_report.report(args.study[0], args.study[1], args.out or Path("."))
+        return 0
+    if args.sweep_dir is None:
+        parser.error("give a sweep directory or --study STORAGE_URL STUDY_NAME")
     try:
         runs = load_runs(args.sweep_dir)
     except FileNotFoundError as err:
@@ -291,6 +307,10 @@ def main(argv: list[str]) -> int:
     print(title)
     print_table(columns, rows)
     print(f"\nwritten: {', '.join(p.name for p in [args.sweep_dir / 'report.md', args.sweep_dir / 'report.csv', args.sweep_dir / 'report.html', *figures])}")
+    study = study_report.locate_study(args.sweep_dir)
+    if study:  # a search: the study's own view too
+        print()
+        study_report.report(*study, args.sweep_dir)
     return 0
 
 

@@ -29,3 +29,20 @@ class Boom(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom: this job fails on purpose")
+
+
+class Flaky(nn.Module):
+    """The LSTM mask model, or a job that crashes (`mode=raise`) or diverges (`mode=diverge`)."""
+
+    def __init__(self, mode: str = "ok", **lstm_args):
+        super().__init__()
+        from models import LSTMMask
+
+        self.mode = mode
+        self.inner = LSTMMask(**lstm_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "raise":
+            raise RuntimeError("flaky: this trial crashes on purpose")
+        out = self.inner(x)
+        return out * float("nan") if self.mode == "diverge" else out

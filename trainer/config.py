@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -112,6 +113,21 @@ class ProfilerConfig:
 
 
 @dataclass
+class OptunaConfig:
+    """The link between a job and its Optuna trial. The search presets (conf/search/) set
+    `pruner` and `objectives`; the sweeper sets the rest, per trial."""
+
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    trial_id: Optional[int] = None
+    trial_number: Optional[int] = None
+    pruner: Any = None  # e.g. {_target_: optuna.pruners.MedianPruner, n_warmup_steps: 1}
+    # what the job returns to the sweeper: summary keys, in the order of the study's
+    # directions; empty = the task's monitored metric alone
+    objectives: List[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     data: Any = MISSING
@@ -125,6 +141,7 @@ class Config:
     resume: Optional[str] = None  # a checkpoint to start from when the run dir has none
     profile: bool = False  # record a torch.profiler trace (schedule in `profiler`); no cost when off
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
 
 
 _INSTANTIATE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -137,6 +154,15 @@ def register() -> None:
     OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
     # `${div:32,${trainer.batch_size}}`: sweep presets that hold a product constant
     OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b), replace=True)
+    # `trial_${zfill:${optuna.trial_number},4}`: search job directories that sort
+    OmegaConf.register_new_resolver("zfill", lambda n, width: str(n).zfill(int(width)), replace=True)
+    # The Optuna sweeper plugin lives in sweeps/hydra_plugins/; Hydra finds plugins in the
+    # `hydra_plugins` namespace package, so that folder joins it (before Hydra scans).
+    import hydra_plugins
+
+    plugins = str(Path(__file__).resolve().parents[1] / "sweeps" / "hydra_plugins")
+    if plugins not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(plugins)
 
 
 def _locate(target: str) -> Any:
@@ -202,7 +228,5 @@ def validate(cfg: DictConfig) -> None:
     if p.dtype == Dtype.float16 and not p.grad_scaler:
         raise ConfigError("precision.dtype=float16 without precision.grad_scaler=true underflows gradients")
     if job.resume is not None:
-        from pathlib import Path
-
         if not Path(job.resume).is_file():
             raise ConfigError(f"resume: checkpoint file not found: {job.resume}")

@@ -199,8 +199,10 @@ def train(
     progress: Progress,
     history_path,
     profiler=None,
+    trial=None,
 ) -> RunState:
-    """Train until the epoch budget, early stopping or divergence; returns the final state."""
+    """Train until the epoch budget, early stopping, divergence or (in a search) the
+    trial's pruner says stop; returns the final state."""
     samples_per_step = cfg.batch_size * cfg.grad_accum
     clock = start = time.perf_counter()
     # Every process warms up again (compilation, CUDA graphs, a cold corpus), resumed or not.
@@ -260,6 +262,9 @@ def train(
             metrics = evaluate(p)
             account_time()
             improved = record_validation(p, cfg, state, metrics, state.train_seconds)
+            if trial is not None and trial.report(state.epoch, metrics[p.task.monitor]) and not state.finished:
+                state.status, state.reason = "pruned", f"pruned by the search's pruner after epoch {state.epoch}"
+                log.info("trial %s %s", trial.number, state.reason)
             p.schedule.after_validation(metrics[p.task.monitor])
             val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): v for k, v in metrics.items()}, state.step)
             # `last` before `best` before history.json: each file only ever records

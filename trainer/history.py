@@ -18,7 +18,7 @@ class RunState:
     best: float | None = None  # best value of the task's monitored metric
     best_epoch: int | None = None
     bad_epochs: int = 0  # validations since the last improvement (early stopping)
-    status: str = "running"  # running | completed | early_stopped | diverged | interrupted
+    status: str = "running"  # running | completed | early_stopped | pruned | diverged | interrupted | failed
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per validation
     train_seconds: float = 0.0  # wall time in training and validation, summed over resumes
@@ -28,7 +28,7 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "early_stopped", "diverged")
+        return self.status in ("completed", "early_stopped", "pruned", "diverged")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

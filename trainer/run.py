@@ -22,6 +22,7 @@ from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import validate
 from trainer.engine import Parts, train
 from trainer.perf import ShapeGuard, uses_cuda_graphs
+from trainer.trial import TrialLink
 from trainer.history import RunState, write_json
 from trainer.data.loader import train_loader, valid_loader
 from trainer.loggers import Progress, TensorBoardLogger
@@ -77,26 +78,35 @@ def assemble(cfg: DictConfig) -> Parts:
     )  # fmt: skip
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float:
+def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float | tuple[float, ...]:
     validate(cfg)  # again here: a multirun job's own overrides are only known now
     run_dir = Path(run_dir)
     started = time.perf_counter()
     state, parts = RunState(), None
+    trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None else None
     try:
         parts = assemble(cfg)
-        state = train_or_resume(cfg, run_dir, parts, choices or {})
+        state = train_or_resume(cfg, run_dir, parts, choices or {}, trial)
     except Exception as err:
         # A crashed job still says so on disk: the sweep report lists it as failed.
         state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
-        write_json(run_dir / "summary.json", summary(cfg, state, parts, math.nan, started))
+        outcome = summary(cfg, state, parts, math.nan, started)
+        write_json(run_dir / "summary.json", outcome)
+        if trial is not None:
+            trial.finish(outcome, str(run_dir))
         raise
     value = objective(state, parts.task.worst())
-    write_json(run_dir / "summary.json", summary(cfg, state, parts, value, started))
+    outcome = summary(cfg, state, parts, value, started)
+    write_json(run_dir / "summary.json", outcome)
     log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, parts.task.monitor, value, state.best_epoch, state.train_seconds)
+    if trial is not None:
+        trial.finish(outcome, str(run_dir))
+    if cfg.optuna.objectives:  # several objectives (a multi-objective search)
+        return tuple(trial.value(outcome, key, i) if trial else float(outcome[key]) for i, key in enumerate(cfg.optuna.objectives))
     return value
 
 
-def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[str, str]) -> RunState:
+def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[str, str], trial=None) -> RunState:
     t, task, raw = cfg.trainer, parts.task, parts.raw_model
     checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every)
     state = RunState()
@@ -120,7 +130,7 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile else None
     log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, parts.steps_per_epoch, run_dir)
     try:
-        state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler)
+        state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler, trial)
     finally:
         progress.close()
         train_log.close()
