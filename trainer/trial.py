@@ -83,9 +83,11 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 _write_ahead_log(storage.engine)
             return storage
         except Exception as err:  # noqa: PERF203
-            # Workers started together race to create the schema of a new database; the
-            # loser's insert fails once the winner's is in. Anything else fails again.
-            if attempt == 4 or "IntegrityError" not in type(err).__name__ + repr(err):
+            # Workers started together race to create the schema of a new database: the
+            # loser's version insert, or its `CREATE TABLE alembic_version`, fails once the
+            # winner's is in; a retry finds the schema ready. Anything else fails again.
+            text = type(err).__name__ + repr(err)
+            if attempt == 4 or not ("IntegrityError" in text or "already exists" in text):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
