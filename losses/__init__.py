@@ -2,7 +2,8 @@
 weights from config, so an ablation is a config change and each term is logged by name."""
 
 from losses.composite import Composite
+from losses.level import ClippingPenalty, LoudnessNormalized
 from losses.spectral import MultiResolutionSTFTLoss
 from losses.waveform import L1Loss, SISDRLoss
 
-__all__ = ["Composite", "L1Loss", "MultiResolutionSTFTLoss", "SISDRLoss"]
+__all__ = ["ClippingPenalty", "Composite", "L1Loss", "LoudnessNormalized", "MultiResolutionSTFTLoss", "SISDRLoss"]

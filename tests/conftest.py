@@ -31,6 +31,9 @@ TINY = [
     "data.noise_corpus_size=4",
     "data.families=[white,coloured,hum,clicks]",
     "model.hidden=4",
+    # PESQ/STOI and TensorBoard media have their own tests (tests/test_audio_depth.py)
+    "trainer.validation.slow_examples=0",
+    "trainer.validation.media_examples=0",
 ]
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -51,6 +54,21 @@ def cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.Com
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def before_and_after_one_epoch(cfg) -> tuple[dict[str, float], dict[str, float]]:
+    """Validation metrics of a freshly built run, then after one epoch of plain steps."""
+    from trainer.engine import evaluate, train_step
+    from trainer.run import assemble
+
+    parts = assemble(cfg)
+    before, _ = evaluate(parts)
+    parts.sampler.set_position(0, 0)
+    for batch in parts.train_loader:
+        train_step(parts, [batch], cfg.trainer.grad_clip)
+        parts.schedule.after_step()
+    after, _ = evaluate(parts)
+    return before, after
 
 
 def options(group: str) -> list[str]:

@@ -67,6 +67,9 @@ def test_sampler_resumes_mid_epoch_and_differs_between_epochs():
     assert list(s) == full[5:]
     s.set_position(2, 0)
     assert list(s) != full
+    # draw keys: example = key % 10; a key never repeats (12 draws per epoch: 2 passes of 10)
+    assert {k // 10 for k in full} == {2, 3} and {k // 10 for k in s} == {4, 5}
+    assert len(set(full)) == 12 and sorted(k % 10 for k in full[:10]) == list(range(10))
     inf = EpochSampler(dataset_len=2**62, per_epoch=6, seed=0, infinite=True)
     inf.set_position(2, 4)
     assert list(inf) == [16, 17]

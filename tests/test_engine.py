@@ -12,21 +12,13 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, cli, compose_cfg, scalars
-from trainer.engine import evaluate, train_step
-from trainer.run import assemble
+from tests.conftest import ROOT, TINY, before_and_after_one_epoch, cli, compose_cfg, scalars
 
 
 @pytest.mark.parametrize("model", ["conv", "lstm"])
 def test_short_run_lowers_validation_loss(model):
     cfg = compose_cfg(*TINY, f"model={model}", "model.hidden=16", "trainer.batch_size=8", "trainer.steps_per_epoch=40")
-    parts = assemble(cfg)
-    before = evaluate(parts)
-    parts.sampler.set_position(0, 0)
-    for batch in parts.train_loader:
-        train_step(parts, [batch], cfg.trainer.grad_clip)
-        parts.schedule.after_step()
-    after = evaluate(parts)
+    before, after = before_and_after_one_epoch(cfg)
     assert after["loss/total"] < before["loss/total"] - 1.0, (before, after)  # SI-SDR loss, in dB
     assert after["si_sdri"] > before["si_sdri"]
 

@@ -24,6 +24,11 @@ def build_data(cfg: DictConfig):
     return instantiate(cfg)
 
 
+def build_augment(cfg: DictConfig):
+    """An `Augment` (trainer/data/augment.py), applied to training draws only."""
+    return instantiate(cfg)
+
+
 def build_model(cfg: DictConfig) -> nn.Module:
     return instantiate(cfg)
 

@@ -4,7 +4,7 @@ Hydra checks types and unknown keys of the typed nodes (`trainer`, `precision`, 
 when it composes. Two holes remain, closed by `validate`, which runs from a Hydra callback
 (trainer/callbacks.py) before any run directory exists:
   * `+trainer.lrr=0.1` adds a key even to a typed node (Hydra opens the node for `+`);
-  * the `_target_` groups (model, optim, sched, loss, task, data) have no schema, so a
+  * the `_target_` groups (model, optim, sched, loss, task, data, augment) have no schema, so a
     misspelt argument would only fail deep inside the run.
 """
 
@@ -60,6 +60,18 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class ValidationConfig:
+    # PESQ / STOI (the task's `slow_metrics`) are slow on CPU: a subset, at a cadence.
+    slow_every: int = 1  # epochs between slow-metric passes; 0 = never
+    slow_examples: int = 8  # the first N validation examples (a fixed subset)
+    # The val writer gets audio clips and spectrogram images of the first N examples:
+    # inputs and targets once, outputs at every media epoch. 0 = none.
+    media_examples: int = 3
+    media_every: int = 1
+    spectrogram: str = "stft"  # stft (log-magnitude, linear frequency) | mel
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 6
     steps_per_epoch: Optional[int] = 200  # optimizer steps; null = one pass over a finite dataset
@@ -75,6 +87,7 @@ class TrainerConfig:
     checkpoint_every: int = 0  # optimizer steps between mid-epoch `last` saves; 0 = per epoch only
     progress: Progress = Progress.auto
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     # Steps at the start of each process (compilation, autotuning, CUDA-graph capture, the
     # cold data corpus) kept out of the throughput figures and reported as warm-up time.
     warmup_steps: int = 10
@@ -131,6 +144,7 @@ class OptunaConfig:
 class Config:
     task: Any = MISSING
     data: Any = MISSING
+    augment: Any = MISSING
     model: Any = MISSING
     optim: Any = MISSING
     sched: Any = MISSING
@@ -198,6 +212,19 @@ def _check_targets(node: Any, path: str) -> None:
             _check_targets(node._get_node(i), f"{path}[{i}]")
 
 
+def _check_dataset_paths(data: DictConfig) -> None:
+    """Folder datasets: every `*_dir` key set (when required) and an existing folder,
+    checked before a run directory exists."""
+    for key in data.keys():
+        if not str(key).endswith("_dir"):
+            continue
+        if OmegaConf.is_missing(data, key):
+            raise ConfigError(f"data.{key}: required, not set (give a folder: data.{key}=/path/to/audio)")
+        value = data[key]
+        if value is not None and not Path(str(value)).expanduser().is_dir():
+            raise ConfigError(f"data.{key}: {value} does not exist or is not a folder")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key. Does not resolve `${hydra:...}`."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
@@ -206,7 +233,7 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(job, resolve=False))
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config: {err}") from None
-    for group in ("task", "data", "model", "optim", "sched", "loss"):
+    for group in ("task", "data", "augment", "model", "optim", "sched", "loss"):
         _check_targets(job._get_node(group), group)
     t, p = job.trainer, job.precision
     positive = ["epochs", "batch_size", "grad_accum", "val_batch_size", "log_every"]
@@ -219,6 +246,12 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key} must be >= 1, got {t[key]}")
     if t.steps_per_epoch is not None and t.steps_per_epoch < 1:
         raise ConfigError(f"trainer.steps_per_epoch must be >= 1 or null, got {t.steps_per_epoch}")
+    v = t.validation
+    for key in ("slow_every", "slow_examples", "media_examples", "media_every"):
+        if v[key] < 0:
+            raise ConfigError(f"trainer.validation.{key} must be >= 0, got {v[key]}")
+    if v.spectrogram not in ("stft", "mel"):
+        raise ConfigError(f"trainer.validation.spectrogram must be 'stft' or 'mel', got {v.spectrogram!r}")
     if t.num_workers < 0 or t.checkpoint_every < 0:
         raise ConfigError("trainer.num_workers and trainer.checkpoint_every must be >= 0")
     if t.grad_clip is not None and t.grad_clip <= 0:
@@ -227,6 +260,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"precision.grad_scaler=true needs precision.dtype=float16 (got {p.dtype.value})")
     if p.dtype == Dtype.float16 and not p.grad_scaler:
         raise ConfigError("precision.dtype=float16 without precision.grad_scaler=true underflows gradients")
+    _check_dataset_paths(job.data)
     if job.resume is not None:
         if not Path(job.resume).is_file():
             raise ConfigError(f"resume: checkpoint file not found: {job.resume}")

@@ -93,8 +93,10 @@ def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip
 
 
 @torch.no_grad()
-def evaluate(p: Parts) -> dict[str, float]:
-    """Mean of every loss term and task metric over the validation set.
+def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str, float], list[dict[str, torch.Tensor]]]:
+    """Mean of every loss term and task metric over the validation set, plus the task's
+    slow metrics (PESQ, STOI) on the first `slow_examples` examples, and the first `keep`
+    examples' input, output and target on the host (for TensorBoard audio and images).
 
     Runs the eager model (same parameters as the compiled one): eval mode under no_grad
     would otherwise be a second compilation, and a CUDA-graph capture per new shape, for a
@@ -103,6 +105,8 @@ def evaluate(p: Parts) -> dict[str, float]:
     model = p.raw_model
     model.eval()
     sums: dict[str, torch.Tensor] = {}
+    slow: dict[str, list[float]] = {}
+    kept: list[dict[str, torch.Tensor]] = []
     count = 0
     for batch in p.valid_loader:
         inputs, target = p.task.pair(to_device(batch, p.device))
@@ -110,12 +114,24 @@ def evaluate(p: Parts) -> dict[str, float]:
             output = model(inputs)
             total, terms = p.loss(output, target)
         n = inputs.shape[0]
+        output = output.float()
         values = {"loss/total": total * n, **{f"loss/{k}": v * n for k, v in terms.items()}}
-        values.update({k: v.sum() for k, v in p.task.metrics(output.float(), inputs, target).items()})
+        values.update({k: v.sum() for k, v in p.task.metrics(output, inputs, target).items()})
         for key, value in values.items():
             sums[key] = sums.get(key, 0) + value.float()
+        if count < slow_examples:
+            rows = slice(0, slow_examples - count)
+            for key, scores in p.task.slow_metrics(output[rows], target[rows]).items():
+                slow.setdefault(key, []).extend(scores)
+        for i in range(min(n, keep - count)):
+            kept.append({"input": inputs[i].float().cpu(), "output": output[i].cpu(), "target": target[i].float().cpu()})
         count += n
-    return {k: v.item() / count for k, v in sums.items()}
+    out = {k: v.item() / count for k, v in sums.items()}
+    for key, scores in slow.items():  # NaN: PESQ found no utterance in that example
+        finite = [s for s in scores if math.isfinite(s)]
+        if finite:
+            out[key] = sum(finite) / len(finite)
+    return out, kept
 
 
 @dataclass
@@ -259,14 +275,19 @@ def train(
                     save_last()
 
             window.check(state.step)
-            metrics = evaluate(p)
+            v, epoch = cfg.validation, state.epoch + 1
+            slow = v.slow_examples if v.slow_every and epoch % v.slow_every == 0 else 0
+            media = v.media_examples if v.media_every and (epoch % v.media_every == 0 or state.epoch == 0) else 0
+            metrics, examples = evaluate(p, slow, media)
             account_time()
             improved = record_validation(p, cfg, state, metrics, state.train_seconds)
             if trial is not None and trial.report(state.epoch, metrics[p.task.monitor]) and not state.finished:
                 state.status, state.reason = "pruned", f"pruned by the search's pruner after epoch {state.epoch}"
                 log.info("trial %s %s", trial.number, state.reason)
             p.schedule.after_validation(metrics[p.task.monitor])
-            val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): v for k, v in metrics.items()}, state.step)
+            val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): x for k, x in metrics.items()}, state.step)
+            if examples:  # inputs and targets once per run (the first validation), outputs each time
+                val_log.media(examples, state.step, p.task.sample_rate, v.spectrogram, first=state.epoch == 1)
             # `last` before `best` before history.json: each file only ever records
             # epochs that the one before it already holds.
             save_last()

@@ -1,11 +1,15 @@
-"""Score a checkpoint on a folder of paired audio.
+"""Score a checkpoint on a folder dataset.
 
     python -m trainer.evaluate <checkpoint.pt or run dir> <data dir> [--out results.csv]
 
-`<data dir>` holds `noisy/` and `clean/` with matching file names (the VoiceBank+DEMAND
-layout). The model and its sample rate come from the config stored in the checkpoint.
-Writes one CSV row per file (SI-SDR in/out/improvement, PESQ wide- and narrow-band,
-STOI, ESTOI for the noisy input and the output) and prints and saves the means.
+The model, the task and the sample rate come from the config stored in the checkpoint.
+Speech enhancement: `<data dir>` holds `noisy/` and `clean/` with matching file names
+(the VoiceBank+DEMAND layout); one CSV row per file with SI-SDR in/out/improvement, PESQ
+wide- and narrow-band, STOI and ESTOI for the noisy input and the output.
+Super-resolution: `<data dir>` (or its `clean/`) holds full-band speech; the input is
+band-limited as in training; one row per file with LSD (full band and regenerated band)
+and SI-SDR for the band-limited input and the output.
+Prints the means and saves them beside the CSV as JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from trainer.build import build_model
+from trainer.build import build_model, build_task
 from trainer.checkpoint import CheckpointError, load, load_model_state
 from trainer.data import audio_io
 from trainer.metrics import pesq, si_sdr, stoi
@@ -73,6 +77,22 @@ def score(model, pairs, sample_rate: int, device: torch.device, slow_metrics: bo
     return rows
 
 
+@torch.no_grad()
+def score_superres(model, files: list[Path], task, device: torch.device) -> list[dict]:
+    rows = []
+    for path in files:
+        clean = audio_io.read(path, task.sample_rate)[None]
+        inputs = task.band_limit(clean)
+        out = model(inputs.to(device)).float().cpu()
+        row = {"file": path.stem}
+        for tag, signal in (("in", inputs), ("out", out)):
+            for key, value in task.task_metrics(signal, inputs, clean).items():
+                if key != "lsd_input":
+                    row[f"{key}_{tag}"] = value.item()
+        rows.append(row)
+    return rows
+
+
 def means(rows: list[dict]) -> dict[str, float]:
     keys = [k for k in rows[0] if k != "file"]
     out = {}
@@ -97,11 +117,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = torch.device(args.device)
     try:
         model, cfg = load_model(args.checkpoint, device)
-        pairs = paired_files(args.data)
-    except (CheckpointError, FileNotFoundError) as err:
+        task = build_task(cfg.task)
+        if hasattr(task, "band_limit"):  # super-resolution: full-band files only
+            folder = args.data / "clean" if (args.data / "clean").is_dir() else args.data
+            files = audio_io.list_audio(folder) if folder.is_dir() else []
+            if not files:
+                raise FileNotFoundError(f"{folder}: no audio files (.wav, .flac, .ogg)")
+        else:
+            pairs = paired_files(args.data)
+    except (CheckpointError, FileNotFoundError, audio_io.AudioError) as err:
         parser.exit(2, f"error: {err}\n")
     start = time.perf_counter()
-    rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
+    if hasattr(task, "band_limit"):
+        rows = score_superres(model, files, task, device)
+    else:
+        rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
     summary = means(rows)
     out = args.out or args.data / f"scores-{Path(args.checkpoint).resolve().parent.parent.name if args.checkpoint.is_file() else args.checkpoint.name}.csv"
     with open(out, "w", newline="") as f:

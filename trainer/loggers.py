@@ -17,6 +17,9 @@ class Logger:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         pass
 
+    def media(self, examples: list, step: int, sample_rate: int, kind: str, first: bool) -> None:
+        """Audio and spectrograms of validation examples (input/output/target tensors)."""
+
     def close(self) -> None:
         pass
 
@@ -36,6 +39,11 @@ class TensorBoardLogger(Logger):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
+
+    def media(self, examples: list, step: int, sample_rate: int, kind: str, first: bool) -> None:
+        from trainer.media import log_examples  # matplotlib: imported only when used
+
+        log_examples(self.writer, examples, step, sample_rate, kind, first)
 
     def hparams(self, hparams: Mapping[str, float | int | str | bool], metrics: Mapping[str, float]) -> None:
         """One HParams-dashboard session in this writer's own run (no extra sub-folder,

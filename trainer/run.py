@@ -17,13 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import perf
-from trainer.build import build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
+from trainer.build import build_augment, build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
 from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import validate
 from trainer.engine import Parts, train
 from trainer.perf import ShapeGuard, uses_cuda_graphs
 from trainer.trial import TrialLink
 from trainer.history import RunState, write_json
+from trainer.data.augment import Augmented
 from trainer.data.loader import train_loader, valid_loader
 from trainer.loggers import Progress, TensorBoardLogger
 
@@ -45,7 +46,7 @@ def objective(state: RunState, worst: float) -> float:
 
 def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     """Chosen options plus the numbers people sweep, for TensorBoard's HParams view."""
-    hp: dict[str, Any] = {g: str(choices[g]) for g in ("task", "data", "model", "optim", "sched", "loss", "precision", "compile") if g in choices}
+    hp: dict[str, Any] = {g: str(choices[g]) for g in ("task", "data", "augment", "model", "optim", "sched", "loss", "precision", "compile") if g in choices}
     for key in ("optim.lr", "optim.weight_decay", "trainer.batch_size", "trainer.grad_accum", "trainer.epochs", "trainer.seed"):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, (int, float)):
@@ -65,8 +66,12 @@ def assemble(cfg: DictConfig) -> Parts:
     )
     optimizer = build_optimizer(cfg.optim, raw)
     per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
+    train_set = data.train()
+    augment = build_augment(cfg.augment)
+    if augment.active:
+        train_set = Augmented(train_set, augment)
     loader, sampler = train_loader(
-        data.train(), data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda"
+        train_set, data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda"
     )
     steps_per_epoch = len(sampler) // (t.batch_size * t.grad_accum)
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)

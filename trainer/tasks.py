@@ -1,26 +1,74 @@
 """Tasks decide what a batch means: which tensors are input and target, which metrics are
 computed on validation, and which of them is monitored (best checkpoint, early stopping,
-plateau schedule, the value returned to a sweeper)."""
+plateau schedule, the value returned to a sweeper).
+
+Every task also reports two checks from the field on each validation: `clip_frac` (share
+of output samples at or beyond the clipping threshold) and `hf_excess_db` (output energy
+above a cutoff relative to the target's: aliasing and spurious harmonics show up here).
+"""
 
 from __future__ import annotations
 
-import torch
+import math
+from collections.abc import Sequence
 
-from losses.functional import si_sdr
+import torch
+import torchaudio.functional as AF
+
+from trainer import metrics as M
+
+# Slow metrics: name -> function(reference, degraded, sample_rate) on one example, in numpy
+# land (the `pesq` and `pystoi` packages). Run on a subset of validation, at a cadence.
+SLOW_METRICS = {
+    "pesq_wb": lambda ref, out, sr: M.pesq(ref, out, sr, "wb"),
+    "pesq_nb": lambda ref, out, sr: M.pesq(ref, out, sr, "nb"),
+    "stoi": lambda ref, out, sr: M.stoi(ref, out, sr),
+    "estoi": lambda ref, out, sr: M.stoi(ref, out, sr, extended=True),
+}
 
 
 class Task:
-    def __init__(self, monitor: str, mode: str):
+    def __init__(
+        self,
+        monitor: str,
+        mode: str,
+        sample_rate: int = 16000,
+        clip_threshold: float = 0.99,
+        hf_cutoff_hz: float | None = None,
+        slow_metrics: Sequence[str] = (),
+    ):
         if mode not in ("max", "min"):
             raise ValueError(f"task.mode must be 'max' or 'min', got {mode!r}")
+        unknown = set(slow_metrics) - set(SLOW_METRICS)
+        if unknown:
+            raise ValueError(f"task.slow_metrics: unknown {sorted(unknown)}; known: {sorted(SLOW_METRICS)}")
+        if monitor in SLOW_METRICS:
+            raise ValueError(f"task.monitor={monitor!r} is a slow metric (computed on a subset only); monitor a per-epoch metric")
         self.monitor, self.mode = monitor, mode
+        self.sample_rate = sample_rate
+        self.clip_threshold = clip_threshold
+        self.hf_cutoff_hz = hf_cutoff_hz if hf_cutoff_hz is not None else 0.75 * sample_rate / 2
+        if not 0 < self.hf_cutoff_hz < sample_rate / 2:
+            raise ValueError(f"task.hf_cutoff_hz must lie in (0, {sample_rate / 2}), got {self.hf_cutoff_hz}")
+        self.slow = list(slow_metrics)
 
     def pair(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def task_metrics(self, output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
     def metrics(self, output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-example validation metrics, each shaped (batch,)."""
-        raise NotImplementedError
+        out = self.task_metrics(output, inputs, target)
+        out["clip_frac"] = M.clipping_fraction(output, self.clip_threshold)
+        out["hf_excess_db"] = M.high_band_excess_db(output, target, self.sample_rate, self.hf_cutoff_hz)
+        return out
+
+    def slow_metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]:
+        """The configured slow metrics for each example (NaN where one cannot score it)."""
+        out, ref = output.float().cpu(), target.float().cpu()
+        return {name: [SLOW_METRICS[name](r, o, self.sample_rate) for r, o in zip(ref, out)] for name in self.slow}
 
     def worst(self) -> float:
         """The value a failed or diverged run reports: never NaN, always the worst."""
@@ -35,12 +83,63 @@ class Task:
 class Denoise(Task):
     """Noisy mixture in, clean speech out; SI-SDR and its improvement over the input."""
 
-    def __init__(self, monitor: str = "si_sdr", mode: str = "max"):
-        super().__init__(monitor, mode)
+    def __init__(self, monitor: str = "si_sdr", mode: str = "max", **kwargs):
+        super().__init__(monitor, mode, **kwargs)
 
     def pair(self, batch):
         return batch["noisy"], batch["clean"]
 
-    def metrics(self, output, inputs, target):
-        out = si_sdr(output, target)
-        return {"si_sdr": out, "si_sdri": out - si_sdr(inputs, target)}
+    def task_metrics(self, output, inputs, target):
+        out = M.si_sdr(output, target)
+        return {"si_sdr": out, "si_sdri": out - M.si_sdr(inputs, target)}
+
+
+_KAISER_BEST = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596, "resampling_method": "sinc_interp_kaiser", "beta": 14.769656459379492}
+
+
+class SuperResolution(Task):
+    """Band-limited speech in, full-band speech out.
+
+    The input is made here, on the device, from the clean signal of any dataset: resampled
+    down to `input_rate` and back up to `sample_rate` (torchaudio's windowed-sinc
+    resampler with a Kaiser window), so everything above `input_rate / 2` is gone and the model must regenerate
+    it. Metrics: log-spectral distance over the full band and the regenerated band (LSD,
+    lower is better), SI-SDR, and LSD of the input itself for reference.
+    """
+
+    def __init__(
+        self,
+        input_rate: int = 8000,
+        monitor: str = "lsd",
+        mode: str = "min",
+        sample_rate: int = 16000,
+        lsd_n_fft: int = 2048,
+        lsd_hop: int = 512,
+        **kwargs,
+    ):
+        if not 0 < input_rate < sample_rate:
+            raise ValueError(f"task.input_rate must be below the data's sample rate {sample_rate}, got {input_rate}")
+        kwargs.setdefault("hf_cutoff_hz", input_rate / 2)
+        super().__init__(monitor, mode, sample_rate=sample_rate, **kwargs)
+        self.input_rate, self.n_fft, self.hop = input_rate, lsd_n_fft, lsd_hop
+        gcd = math.gcd(sample_rate, input_rate)
+        self._down, self._up = sample_rate // gcd, input_rate // gcd
+
+    def band_limit(self, x: torch.Tensor) -> torch.Tensor:
+        # librosa's "kaiser_best" filter: torchaudio's default (a short Hann sinc) leaks
+        # ~-30 dB above the edge, which a model would learn to amplify instead of generate.
+        low = AF.resample(x, self._down, self._up, **_KAISER_BEST)
+        return AF.resample(low, self._up, self._down, **_KAISER_BEST)[..., : x.shape[-1]]
+
+    def pair(self, batch):
+        clean = batch["clean"]
+        return self.band_limit(clean), clean
+
+    def task_metrics(self, output, inputs, target):
+        sr, n_fft, hop, edge = self.sample_rate, self.n_fft, self.hop, self.input_rate / 2
+        return {
+            "lsd": M.lsd(output, target, sr, n_fft, hop),
+            "lsd_high": M.lsd(output, target, sr, n_fft, hop, low_hz=edge),
+            "lsd_input": M.lsd(inputs, target, sr, n_fft, hop),
+            "si_sdr": M.si_sdr(output, target),
+        }

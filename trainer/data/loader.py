@@ -3,6 +3,11 @@
 The sampler decides which examples make up step `k` of epoch `e` from `(seed, e)` alone, so
 a run resumed at any step draws the same batches as an uninterrupted one, with any number
 of workers.
+
+Train datasets are indexed by a *draw key*, unique to one draw of one example: the global
+example number for an unbounded dataset, `epoch * len(dataset) + i` for a finite one. A
+finite dataset reads example `key % len(dataset)` and seeds its randomness (crop offset,
+mixing, augmentation) from the key, so each epoch differs yet every draw is reproducible.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ class EpochSampler(Sampler[int]):
     """Example indices for one epoch, starting at a given position.
 
     Unbounded (procedural) datasets get consecutive global indices, so no example repeats;
-    finite ones get seeded permutations, chained when an epoch is longer than the dataset.
+    finite ones get seeded permutations, chained when an epoch is longer than the dataset,
+    as draw keys (see the module docstring).
     """
 
     def __init__(self, dataset_len: int, per_epoch: int, seed: int, infinite: bool):
@@ -34,8 +40,12 @@ class EpochSampler(Sampler[int]):
             yield from range(base + self.start, base + self.per_epoch)
             return
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.cat([torch.randperm(self.dataset_len, generator=gen) for _ in range(-(-self.per_epoch // self.dataset_len))])
-        yield from order[self.start : self.per_epoch].tolist()
+        chains = -(-self.per_epoch // self.dataset_len)
+        order = torch.cat([torch.randperm(self.dataset_len, generator=gen) for _ in range(chains)])
+        n = self.dataset_len
+        # (epoch, chain) numbers each pass over the dataset, so no draw key ever repeats
+        for j in range(self.start, self.per_epoch):
+            yield ((self.epoch * chains + j // n) * n) + int(order[j])
 
 
 def train_loader(

@@ -1,0 +1,247 @@
+"""Training augmentation: each transform does what it claims, keyed draws are reproducible,
+and every config option instantiates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from trainer.data.augment import DRR_DB, PEAK, Augment, Augmented, room_impulse_response
+
+SR = 16000
+T = 4000
+CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
+EVERYTHING = dict(
+    gain_db=[-6, 6], snr_db=[-5, 5], shift_seconds=0.05, p_polarity=0.5, p_bandlimit=0.5, p_reverb=0.5
+)
+
+
+def pair(seed: int = 0, level: float = 0.1) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    clean = level * torch.randn(T, generator=gen)
+    return {"clean": clean, "noisy": clean + 0.5 * level * torch.randn(T, generator=gen)}
+
+
+def snr_db(clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    clean, noisy = clean.double(), noisy.double()
+    return 10 * math.log10(clean.pow(2).sum() / (noisy - clean).pow(2).sum())
+
+
+def test_everything_off_is_the_identity_and_inactive():
+    aug = Augment(SR)
+    assert not aug.active
+    ex = pair()
+    out = aug(ex, 7)
+    assert out is not ex and torch.equal(out["clean"], ex["clean"]) and torch.equal(out["noisy"], ex["noisy"])
+    for on in [dict(gain_db=[0, 1]), dict(snr_db=[0, 1]), dict(shift_seconds=0.01), dict(p_polarity=0.1),
+               dict(p_bandlimit=0.1), dict(p_reverb=0.1)]:
+        assert Augment(SR, **on).active, on
+
+
+def test_draws_depend_on_seed_and_key_only():
+    aug = Augment(SR, seed=3, **EVERYTHING)
+    ex = pair()
+    a5, a3 = aug(ex, 5), aug(ex, 3)
+    b3, b5 = Augment(SR, seed=3, **EVERYTHING)(ex, 3), aug(ex, 5)  # other instance, other order
+    for a, b in ((a5, b5), (a3, b3)):
+        assert torch.equal(a["clean"], b["clean"]) and torch.equal(a["noisy"], b["noisy"])
+    assert not torch.equal(a5["noisy"], a3["noisy"])
+    assert not torch.equal(Augment(SR, seed=4, **EVERYTHING)(ex, 5)["noisy"], a5["noisy"])
+
+
+def test_gain_scales_both_signals_by_one_factor_in_range():
+    ex, factors = pair(), set()
+    for key in range(8):
+        out = Augment(SR, gain_db=[-6, 6])(ex, key)
+        ratio = out["clean"] / ex["clean"]
+        factor = ratio[0].item()
+        torch.testing.assert_close(ratio, torch.full_like(ratio, factor))
+        torch.testing.assert_close(out["noisy"], ex["noisy"] * factor)
+        assert 10 ** (-6 / 20) - 1e-6 <= factor <= 10 ** (6 / 20) + 1e-6
+        factors.add(round(factor, 6))
+    assert len(factors) == 8
+
+
+def test_level_changes_are_scaled_down_never_clipped():
+    ex = pair(level=0.4)  # peaks well over 1 after +20 dB
+    out = Augment(SR, gain_db=[20, 20])(ex, 0)
+    peak = max(out["clean"].abs().max(), out["noisy"].abs().max()).item()
+    assert peak == pytest.approx(PEAK, abs=1e-6)
+    factor = (out["clean"][0] / ex["clean"][0]).item()
+    torch.testing.assert_close(out["clean"], ex["clean"] * factor)
+    torch.testing.assert_close(out["noisy"], ex["noisy"] * factor)
+
+
+def test_polarity_flips_sign_exactly():
+    ex = pair()
+    out = Augment(SR, p_polarity=1.0)(ex, 0)
+    assert torch.equal(out["clean"], -ex["clean"]) and torch.equal(out["noisy"], -ex["noisy"])
+
+
+def test_shift_is_the_same_circular_roll_of_both_within_bounds():
+    ex, limit, shifts = pair(), int(0.1 * SR), set()
+    for key in range(6):
+        out = Augment(SR, shift_seconds=0.1)(ex, key)
+        matches = [s for s in range(-limit, limit + 1) if torch.equal(out["clean"], torch.roll(ex["clean"], s))]
+        assert len(matches) == 1
+        assert torch.equal(out["noisy"], torch.roll(ex["noisy"], matches[0]))
+        shifts.add(matches[0])
+    assert len(shifts) > 1
+
+
+def test_snr_remix_hits_the_drawn_snr_and_keeps_clean():
+    ex = pair()
+    out = Augment(SR, snr_db=[3.0, 3.0])(ex, 0)
+    assert torch.equal(out["clean"], ex["clean"])
+    assert snr_db(out["clean"], out["noisy"]) == pytest.approx(3.0, abs=0.01)
+    drawn = [snr_db(ex["clean"], Augment(SR, snr_db=[-5, 5])(ex, key)["noisy"]) for key in range(6)]
+    assert all(-5.01 <= s <= 5.01 for s in drawn) and max(drawn) - min(drawn) > 1.0
+
+
+def test_bandlimit_removes_energy_above_the_cutoff():
+    t = torch.arange(T) / SR
+    aug = Augment(SR, p_bandlimit=1.0, bandlimit_hz=[3000, 4000])
+    for freq, lo_db, hi_db in ((7500, -math.inf, -20.0), (300, -1.0, 1.0)):
+        sine = 0.5 * torch.sin(2 * math.pi * freq * t)
+        out = aug({"clean": sine, "noisy": sine.clone()}, 0)
+        tail = slice(T // 2, None)  # past the filters' start-up transient
+        gain = 20 * math.log10(out["clean"][tail].pow(2).mean().sqrt() / sine[tail].pow(2).mean().sqrt())
+        assert lo_db < gain < hi_db, (freq, gain)
+        torch.testing.assert_close(out["noisy"], out["clean"])
+    # a range above Nyquist is clamped, not an error
+    out = Augment(SR, p_bandlimit=1.0, bandlimit_hz=[9000, 20000])(pair(), 0)
+    assert torch.isfinite(out["noisy"]).all()
+
+
+@pytest.mark.parametrize("rt60", [0.2, 0.5, 0.8])
+def test_rir_energy_decays_60_db_at_rt60(rt60):
+    for drr in DRR_DB:
+        rir = room_impulse_response(rt60, SR, np.random.default_rng(0), drr).double()
+        assert rir.pow(2).sum().item() == pytest.approx(1.0, abs=1e-5)
+        assert rir.abs().argmax().item() == 0  # the direct path leads
+        # Schroeder backward integration: energy still to come, relative to the total
+        edc = 10 * torch.log10(torch.flip(torch.cumsum(torch.flip(rir**2, [0]), 0), [0]))
+        crossing = (edc > -60).sum().item() / SR
+        assert abs(crossing - rt60) < 0.2 * rt60, (rt60, drr, crossing)
+
+
+def test_reverb_wet_target_is_reverberant_dry_target_stays_dry():
+    ex = pair()
+    noise = ex["noisy"] - ex["clean"]
+    wet = Augment(SR, p_reverb=1.0, reverb_target="wet")(ex, 0)
+    assert not torch.allclose(wet["clean"], ex["clean"], atol=1e-3)
+    torch.testing.assert_close(wet["noisy"] - wet["clean"], noise, atol=1e-6, rtol=0)  # the same noise
+    dry = Augment(SR, p_reverb=1.0, reverb_target="dry")(ex, 0)
+    assert torch.equal(dry["clean"], ex["clean"])
+    torch.testing.assert_close(dry["noisy"], wet["noisy"])  # same room for the same key
+
+
+def test_outputs_are_float32_finite_same_length_and_inputs_untouched():
+    aug = Augment(SR, **EVERYTHING, bandlimit_hz=[3000, 7000], reverb_target="dry")
+    for key in range(10):
+        ex = pair(key)
+        before = {k: v.clone() for k, v in ex.items()}
+        out = aug(ex, key)
+        assert out.keys() == ex.keys()
+        for k, v in out.items():
+            assert v.dtype == torch.float32 and v.shape == (T,) and torch.isfinite(v).all()
+            assert v.abs().max() <= PEAK + 1e-6
+            assert torch.equal(ex[k], before[k])
+    clean_only = aug({"clean": pair()["clean"]}, 0)  # datasets without a mixture
+    assert clean_only.keys() == {"clean"} and clean_only["clean"].shape == (T,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(gain_db=[6, -6]), "augment.gain_db"),
+        (dict(snr_db=[1, 2, 3]), "augment.snr_db"),
+        (dict(shift_seconds=-0.1), "augment.shift_seconds"),
+        (dict(p_polarity=1.5), "augment.p_polarity"),
+        (dict(p_bandlimit=-0.1), "augment.p_bandlimit"),
+        (dict(bandlimit_hz=[0, 4000]), "augment.bandlimit_hz"),
+        (dict(p_reverb=2.0), "augment.p_reverb"),
+        (dict(rt60_seconds=[0.8, 0.2]), "augment.rt60_seconds"),
+        (dict(reverb_target="damp"), "augment.reverb_target"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Augment(SR, **kwargs)
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in CONF.glob("*.yaml")))
+def test_every_config_option_instantiates(option):
+    cfg = OmegaConf.create({"data": {"sample_rate": SR}, "trainer": {"seed": 3}})
+    cfg.augment = OmegaConf.load(CONF / f"{option}.yaml")
+    aug = instantiate(cfg.augment)
+    assert isinstance(aug, Augment) and aug.seed == 3 and aug.active == (option != "none")
+    out = aug(pair(), 1)
+    assert out["noisy"].shape == (T,) and torch.isfinite(out["noisy"]).all()
+
+
+class _Batched(torch.utils.data.Dataset):
+    """Maps draw keys to a few examples; counts batched fetches."""
+
+    def __init__(self):
+        self.examples, self.batched = [pair(i) for i in range(3)], 0
+
+    def __len__(self) -> int:
+        return 100
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        return self.examples[key % 3]
+
+    def __getitems__(self, keys: list[int]) -> list[dict[str, torch.Tensor]]:
+        self.batched += 1
+        return [self[k] for k in keys]
+
+
+class _PerItem(torch.utils.data.Dataset):
+    def __init__(self, ds: _Batched):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        return self.ds[key]
+
+
+def test_augmented_batched_fetch_equals_per_item_fetch():
+    ds = _Batched()
+    wrapped = Augmented(ds, Augment(SR, seed=1, **EVERYTHING))
+    keys = [4, 7, 1, 42]
+    batch = wrapped.__getitems__(keys)
+    assert ds.batched == 1 and len(wrapped) == 100
+    for key, item in zip(keys, batch):
+        single = wrapped[key]
+        assert torch.equal(item["clean"], single["clean"]) and torch.equal(item["noisy"], single["noisy"])
+    # a dataset without a batched path is fetched item by item
+    plain = Augmented(_PerItem(ds), wrapped.augment)
+    assert torch.equal(plain.__getitems__([2])[0]["noisy"], wrapped[2]["noisy"])
+
+
+def test_augment_group_reaches_training_batches_only():
+    from tests.conftest import TINY, compose_cfg
+    from trainer.run import assemble
+
+    def first_batches(*overrides):
+        parts = assemble(compose_cfg(*TINY, *overrides))
+        parts.sampler.set_position(1, 0)
+        train = next(iter(parts.train_loader))
+        return train, next(iter(parts.valid_loader))
+
+    plain, plain_val = first_batches("augment=none")
+    augmented, augmented_val = first_batches("augment=strong")
+    again, _ = first_batches("augment=strong")
+    assert not torch.equal(plain["noisy"], augmented["noisy"])
+    assert torch.equal(augmented["noisy"], again["noisy"]) and torch.equal(augmented["clean"], again["clean"])
+    assert torch.equal(plain_val["noisy"], augmented_val["noisy"])  # validation is never augmented
+    assert augmented["noisy"].abs().max() <= 0.99 + 1e-6
