@@ -1,4 +1,4 @@
-"""Engine behaviour: learning, exact resume after SIGKILL, divergence handling."""
+"""Engine behaviour: learning, exact resume after SIGKILL and SIGTERM, Ctrl-C, divergence handling."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def test_short_run_lowers_validation_loss(model):
 RESUME = [*TINY, "trainer.epochs=2", "trainer.steps_per_epoch=6", "trainer.checkpoint_every=2", "trainer.deterministic=true"]
 
 
-def _kill_at_step(run_dir, step: int) -> None:
+def _kill_at_step(run_dir, step: int, sig: int = signal.SIGKILL) -> int:
+    """Send `sig` when the run logs `step`; returns the exit status."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", *RESUME, f"hydra.run.dir={run_dir}"],
@@ -34,33 +35,55 @@ def _kill_at_step(run_dir, step: int) -> None:
     )  # fmt: skip
     for line in proc.stdout:
         if f" step {step} " in line:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             break
+    proc.stdout.read()
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert proc.returncode != 0, "the run ended before the signal arrived"
+    return proc.returncode
 
 
-def test_sigkill_and_resume_reproduces_every_step(tmp_path):
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    cli(*RESUME, f"hydra.run.dir={reference}", check=True)
-
-    _kill_at_step(resumed, 5)  # mid-epoch 1; the last checkpoint is from step 4
-    assert not (resumed / "summary.json").exists()
-    proc = cli(*RESUME, f"hydra.run.dir={resumed}", check=True)
-    assert "resumed from" in proc.stdout + proc.stderr
-
+def _same_run(reference, resumed) -> None:
     want, got = scalars(reference / "tb" / "train"), scalars(resumed / "tb" / "train")
     assert [s for s, _ in got["loss/total"]] == list(range(1, 13))  # no step twice, none missing
     assert got["loss/total"] == want["loss/total"]  # bit-identical per-step losses
     assert got["opt/lr"] == want["opt/lr"]
     assert scalars(resumed / "tb" / "val")["metrics/si_sdr"] == scalars(reference / "tb" / "val")["metrics/si_sdr"]
-
     a = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     untimed = lambda path: [{k: v for k, v in h.items() if k != "seconds"} for h in json.loads(path.read_text())]  # noqa: E731
     assert untimed(resumed / "history.json") == untimed(reference / "history.json")
+
+
+def test_sigkill_and_resume_reproduces_every_step(tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    cli(*RESUME, f"hydra.run.dir={reference}", check=True)
+
+    assert _kill_at_step(resumed, 5) == -signal.SIGKILL  # mid-epoch 1; the last checkpoint is from step 4
+    assert not (resumed / "summary.json").exists()
+    proc = cli(*RESUME, f"hydra.run.dir={resumed}", check=True)
+    assert "resumed from" in proc.stdout + proc.stderr
+    _same_run(reference, resumed)
+
+    # SIGTERM (a cluster's preemption notice): the step in flight finishes, `last` is
+    # written at that step, the summary says so, the exit status is 128 + 15
+    stopped = tmp_path / "sigterm"
+    assert _kill_at_step(stopped, 5, signal.SIGTERM) == 143
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
+    step = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)["state"]["step"]
+    assert step >= 5 and summary["steps"] == step
+    cli(*RESUME, f"hydra.run.dir={stopped}", check=True)
+    _same_run(reference, stopped)
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path):
+    run = tmp_path / "run"
+    assert _kill_at_step(run, 3, signal.SIGINT) == 130
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] >= 3
 
 
 def test_non_finite_loss_stops_the_run_as_diverged(tmp_path):

@@ -216,9 +216,11 @@ def train(
     history_path,
     profiler=None,
     trial=None,
+    stop=None,
 ) -> RunState:
     """Train until the epoch budget, early stopping, divergence or (in a search) the
-    trial's pruner says stop; returns the final state."""
+    trial's pruner says stop; returns the final state. `stop` (trainer.signals.GracefulStop)
+    ends the run after the current step with a checkpoint and status `interrupted`."""
     samples_per_step = cfg.batch_size * cfg.grad_accum
     clock = start = time.perf_counter()
     # Every process warms up again (compilation, CUDA graphs, a cold corpus), resumed or not.
@@ -273,6 +275,11 @@ def train(
                 if checkpointer.due(state.step) and i < p.steps_per_epoch - 1:
                     window.check(state.step)  # never save a state that has gone non-finite
                     save_last()
+                if stop is not None and stop.requested:
+                    window.check(state.step)
+                    state.status, state.reason = "interrupted", f"{stop.signal_name} after step {state.step}"
+                    save_last()  # mid-epoch: a resume continues from this very step
+                    return state
 
             window.check(state.step)
             v, epoch = cfg.validation, state.epoch + 1

@@ -22,6 +22,7 @@ from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import validate
 from trainer.engine import Parts, train
 from trainer.perf import ShapeGuard, uses_cuda_graphs
+from trainer.signals import GracefulStop, Interrupted
 from trainer.trial import TrialLink
 from trainer.history import RunState, write_json
 from trainer.data.augment import Augmented
@@ -92,6 +93,12 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     try:
         parts = assemble(cfg)
         state = train_or_resume(cfg, run_dir, parts, choices or {}, trial)
+    except Interrupted as stopped:
+        # `last` is written; the summary says so; the exit status tells a scheduler to requeue
+        outcome = summary(cfg, stopped.state, parts, math.nan, started)
+        write_json(run_dir / "summary.json", outcome)
+        log.warning("interrupted (%s) at step %d; `last` saved: rerun the same command to resume", stopped, stopped.state.step)
+        raise SystemExit(stopped.exit_code) from None
     except Exception as err:
         # A crashed job still says so on disk: the sweep report lists it as failed.
         state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
@@ -135,7 +142,8 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile else None
     log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, parts.steps_per_epoch, run_dir)
     try:
-        state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler, trial)
+        with GracefulStop() as stop:
+            state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler, trial, stop)
     finally:
         progress.close()
         train_log.close()
@@ -143,6 +151,9 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
             profiler.stop()
             log.info("profiler trace in %s; top operators:\n%s", run_dir / "tb" / "profile", perf.profiler_table(profiler, cfg.profiler.row_limit))
     state.speed["peak_memory_mb"] = perf.peak_memory_mb(parts.device)
+    if stop.requested:
+        val_log.close()
+        raise Interrupted(state, stop.signum)
     val_log.hparams(hparams(cfg, choices), {f"hparam/{task.monitor}": objective(state, task.worst())})
     val_log.close()
     return state

@@ -1,0 +1,231 @@
+"""Reliability: every restored piece matters for an exact resume, hostile and broken
+checkpoints are refused, a failing save keeps the previous checkpoint, non-finite
+gradients end the run as documented."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, TINY, cli, compose_cfg
+from trainer.checkpoint import Checkpointer, CheckpointError, atomic_write, load, restore
+from trainer.engine import train
+from trainer.history import RunState
+from trainer.loggers import NullLogger, Progress
+from trainer.run import assemble
+
+# dropout makes the RNG matter, cosine the schedule, Adam the optimizer state; the scaler
+# is checked under fp16 (where, on CPU, overflow skips most steps: too few for the others)
+EXACT = [*TINY, "trainer.epochs=2", "trainer.steps_per_epoch=4", "model.dropout=0.5", "trainer.deterministic=true"]
+CONFIGS = {"fp32": compose_cfg(*EXACT), "fp16": compose_cfg(*EXACT, "precision=amp_fp16")}
+
+
+class StopAt:
+    """Stands in for a SIGTERM arriving during step `step`."""
+
+    def __init__(self, state_ref, step: int):
+        self.state_ref, self.step, self.signal_name = state_ref, step, "SIGTERM"
+
+    @property
+    def requested(self) -> bool:
+        return self.state_ref[0].step >= self.step
+
+
+def poison_when_scale_above(parts, limit: float, calls: dict) -> None:
+    """An overflow at step 2, then whenever the loss scale is above `limit`: the scaler's
+    state then decides which steps are skipped. `calls` counts steps across a resume."""
+    scaler = parts.precision.scaler
+
+    def hook(grad):
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] == 2 or (calls["n"] > 2 and scaler.get_scale() > limit) else grad
+
+    next(parts.raw_model.parameters()).register_hook(hook)
+
+
+def run(tmp, parts, state, stop=None):
+    holder = [state]
+    stopper = StopAt(holder, stop) if stop else None
+    return train(
+        parts, CONFIGS["fp32"].trainer, state, Checkpointer(tmp / "ckpt"), NullLogger(), NullLogger(),
+        Progress("none", 0, 0), tmp / "history.json", stop=stopper,
+    )  # fmt: skip
+
+
+def final_weights(tmp, precision: str, omit: str | None, interrupt: bool) -> dict[str, torch.Tensor]:
+    cfg, calls = CONFIGS[precision], {"n": 0}
+
+    def build():
+        parts = assemble(cfg)
+        if precision == "fp16":
+            poison_when_scale_above(parts, 40000.0, calls)
+        return parts
+
+    parts = build()
+    state = run(tmp, parts, RunState(), stop=6 if interrupt else None)
+    if interrupt:
+        assert state.status == "interrupted" and state.step == 6
+        fresh = build()  # a new process: everything rebuilt from config
+        ckpt = load(tmp / "ckpt" / "last.pt")
+        untouched = {"optimizer": fresh.optimizer, "schedule": fresh.schedule, "scaler": fresh.precision.scaler}
+        if omit in untouched:  # left out = the freshly built object's own state
+            ckpt[omit] = untouched[omit].state_dict()
+        if omit == "rng":
+            torch.manual_seed(123)
+            ckpt["rng"]["torch"] = torch.get_rng_state()
+        saved = restore(ckpt, tmp / "ckpt" / "last.pt", fresh.raw_model, fresh.optimizer, fresh.schedule, fresh.precision.scaler, fresh.config)
+        state = RunState.from_dict(saved)
+        if omit == "data position":
+            state.step -= state.step % fresh.steps_per_epoch  # the epoch restarts from its first batch
+        state.status = "running"
+        state = run(tmp, fresh, state)
+        parts = fresh
+    assert state.status == "completed", (state.status, state.reason)
+    return {k: v.clone() for k, v in parts.raw_model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return {p: final_weights(tmp_path_factory.mktemp(p), p, None, interrupt=False) for p in CONFIGS}
+
+
+@pytest.mark.parametrize(
+    "precision,omit",
+    [("fp32", None), ("fp32", "optimizer"), ("fp32", "schedule"), ("fp32", "rng"), ("fp32", "data position"),
+     ("fp16", None), ("fp16", "scaler")],
+)  # fmt: skip
+def test_exact_resume_needs_every_restored_piece(reference, tmp_path, precision, omit):
+    """An in-process stop at step 6 (mid-epoch 2), then a rebuilt run restored from `last`."""
+    want, got = reference[precision], final_weights(tmp_path, precision, omit, interrupt=True)
+    same = all(torch.equal(want[k], got[k]) for k in want)
+    assert same == (omit is None), f"leaving out {omit!r} should {'not ' if omit is None else ''}change the result"
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PAYLOAD_MARK']}",))
+
+
+def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeypatch):
+    mark = tmp_path / "code-ran"
+    monkeypatch.setenv("PAYLOAD_MARK", str(mark))
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"format": 1, "model": Payload()}, hostile)  # torch.save pickles the payload
+    with pytest.raises(CheckpointError, match="refusing to load .*hostile.pt"):
+        load(hostile)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match="raw.pt"):
+        load(raw)
+    assert not mark.exists(), "the payload ran"
+
+    parts = assemble(compose_cfg(*TINY))
+    good = tmp_path / "good.pt"
+    from trainer.checkpoint import snapshot
+
+    torch.save(snapshot(parts.raw_model, parts.optimizer, parts.schedule, None, RunState(), parts.config), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt: truncated or corrupt"):
+        load(truncated)
+    other = assemble(compose_cfg(*TINY, "model=conv"))
+    with pytest.raises(CheckpointError, match="does not match this model"):
+        restore(load(good), good, other.raw_model, other.optimizer, other.schedule, other.precision.scaler, parts.config)
+    # the CLI: a hostile `resume=` file ends the run with the message, and no code runs
+    proc = cli(*TINY, f"resume={hostile}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0 and "refusing to load" in proc.stderr and not mark.exists()
+
+
+def test_failed_save_names_the_path_and_keeps_the_previous_checkpoint(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(ckpt.last, {"format": 1, "model": {"w": torch.ones(3)}, "n": 1})
+
+    def disk_full(f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(CheckpointError, match=f"could not write {ckpt.last}: No space left on device"):
+        atomic_write(ckpt.last, disk_full)
+    assert load(ckpt.last)["n"] == 1
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["last.pt"]  # no temporary left
+
+
+def test_file_size_limit_during_a_run_exits_non_zero_keeping_last(tmp_path):
+    """A real write failure (RLIMIT_FSIZE: what a full quota looks like to the process)."""
+    run_dir = tmp_path / "run"
+    cli(*TINY, "trainer.epochs=1", f"hydra.run.dir={run_dir}", check=True)
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    limit = len(before) // 2
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=small_files,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"could not write {run_dir / 'checkpoints' / 'last.pt'}" in proc.stderr
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before  # the epoch-1 state, intact
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+
+KILLER = """
+import sys, torch
+from trainer.checkpoint import Checkpointer
+c = Checkpointer(sys.argv[1])
+big = {"format": 1, "model": {"w": torch.randn(2_000_000)}}
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    big["n"] = i
+    c.save(c.last, big)
+"""
+
+
+def test_kill_during_saves_always_leaves_a_loadable_last(tmp_path):
+    import random
+    import signal
+    import time
+
+    rng = random.Random(0)
+    directory = tmp_path / "ckpt"
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", KILLER, str(directory)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (directory / "last.pt").exists():
+            assert load(directory / "last.pt")["model"]["w"].numel() == 2_000_000
+        Checkpointer(directory)  # the next start cleans up
+        assert not list(directory.glob(".tmp-*"))
+    assert load(directory / "last.pt")["n"] >= 1
+
+
+def test_inf_gradient_ends_an_fp32_run_as_diverged(tmp_path):
+    cfg = compose_cfg(*TINY, "trainer.epochs=1", "trainer.steps_per_epoch=4")
+    parts = assemble(cfg)
+    calls = {"n": 0}
+
+    def poison(grad):
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] == 2 else grad
+
+    next(parts.raw_model.parameters()).register_hook(poison)
+    state = train(
+        parts, cfg.trainer, RunState(), Checkpointer(tmp_path / "ckpt"), NullLogger(), NullLogger(),
+        Progress("none", 0, 0), tmp_path / "history.json",
+    )  # fmt: skip
+    assert state.status == "diverged" and "non-finite" in state.reason
+    assert not (tmp_path / "ckpt" / "last.pt").exists()  # nothing non-finite was saved
