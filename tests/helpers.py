@@ -46,3 +46,18 @@ class Flaky(nn.Module):
             raise RuntimeError("flaky: this trial crashes on purpose")
         out = self.inner(x)
         return out * float("nan") if self.mode == "diverge" else out
+
+
+class FailsAtWidth(nn.Module):
+    """The LSTM mask model, except that `hidden == fail_hidden` raises: one bad job in a sweep."""
+
+    def __init__(self, hidden: int = 4, fail_hidden: int = 5, **lstm_args):
+        super().__init__()
+        from models import LSTMMask
+
+        if hidden == fail_hidden:
+            raise RuntimeError(f"model.hidden={hidden}: this job fails on purpose")
+        self.inner = LSTMMask(hidden=hidden, **lstm_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)

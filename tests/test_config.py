@@ -60,6 +60,7 @@ def test_conv_before_batchnorm_has_no_bias():
         ("trainer.epoch=3", "trainer.epoch"),
         ("+trainer.lrr=0.1", "trainer.lrr"),
         ("+optim.lrr=0.1", "optim.lrr"),
+        ("+unknown=3", "unknown"),
         ("precision.dtype=float8", "precision.dtype"),
         ("trainer.batch_size=0", "trainer.batch_size"),
         ("resume=/no/such/checkpoint.pt", "/no/such/checkpoint.pt"),

@@ -229,3 +229,21 @@ def test_inf_gradient_ends_an_fp32_run_as_diverged(tmp_path):
     )  # fmt: skip
     assert state.status == "diverged" and "non-finite" in state.reason
     assert not (tmp_path / "ckpt" / "last.pt").exists()  # nothing non-finite was saved
+
+
+def test_one_failing_job_does_not_take_the_multirun_down(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli(
+        "-m", *TINY, "model._target_=tests.helpers.FailsAtWidth", "model.hidden=4,5,6",
+        f"hydra.sweep.dir={sweep}", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0  # the sweep says something failed...
+    statuses = {
+        job.name: json.loads((job / "summary.json").read_text())["status"] for job in sweep.iterdir() if (job / "summary.json").exists()
+    }
+    # ...after the other jobs ran to the end and kept their results
+    assert statuses == {"model.hidden=4": "completed", "model.hidden=5": "failed", "model.hidden=6": "completed"}
+    for ok in ("model.hidden=4", "model.hidden=6"):
+        assert (sweep / ok / "checkpoints" / "best.pt").is_file()
+    assert "multirun summary: 3 jobs, 2 fine, 1 failed" in proc.stderr
+    assert "fails on purpose" in proc.stderr.split("multirun summary")[1]

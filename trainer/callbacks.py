@@ -43,7 +43,10 @@ class NameJobsBySweptKeys(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        fixed = [o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()]
+        swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+        # a key given both plainly and as a sweep (`model.hidden=4 model.hidden=4,5`) is swept:
+        # excluding it would give every job the same directory
+        fixed = [k for k in (o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()) if k not in swept]
         if not fixed:
             return
         exclude = list(config.hydra.job.config.override_dirname.exclude_keys) + fixed
@@ -52,3 +55,39 @@ class NameJobsBySweptKeys(Callback):
             config.hydra.overrides.hydra.append(
                 "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in exclude) + "]"
             )
+
+
+class SummariseSweep(Callback):
+    """At the end of a multirun, one line per job (status and reason) from each job's
+    `summary.json`, whatever happened: Hydra's basic launcher runs every job of a batch and
+    only then re-raises the first failure, which would otherwise be all a user sees.
+
+    Registered with `atexit` when the sweep starts, so it also runs when the sweep ends in
+    an exception; it reads the files, so it works with launchers that run jobs elsewhere.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import atexit
+
+        if config.hydra.sweeper.get("_target_", "").endswith("BasicSweeper"):
+            atexit.register(summarise, config.hydra.sweep.dir)
+
+
+def summarise(sweep_dir: str) -> None:
+    import json
+    from pathlib import Path
+
+    jobs = sorted(p.parent for p in Path(sweep_dir).glob("*/.hydra"))
+    if not jobs:
+        return
+    rows, bad = [], 0
+    for job in jobs:
+        try:
+            s = json.loads((job / "summary.json").read_text())
+            status, reason = s.get("status"), s.get("reason") or ""
+        except (OSError, ValueError):
+            status, reason = "no summary", "the job ended before writing summary.json"
+        bad += status in ("failed", "diverged", "interrupted", "no summary")
+        rows.append(f"  {status:13s} {job.name}" + (f"  ({reason})" if reason else ""))
+    head = f"multirun summary: {len(jobs)} jobs, {len(jobs) - bad} fine, {bad} failed or incomplete ({sweep_dir})"
+    print("\n".join([head, *rows]), file=sys.stderr, flush=True)

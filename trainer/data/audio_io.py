@@ -73,11 +73,40 @@ def _wav_data_problem(path: Path) -> AudioError | None:
     return None
 
 
+# A damaged header can claim billions of frames or thousands of channels, and libsndfile
+# allocates what the header claims before it finds out (found by fuzzing: a 16 KB WAV
+# asked for 24 GB). Decoded float32 never exceeds this many times the file's size (PCM: 2-4x,
+# FLAC of near-silence: tens), with a floor for tiny files.
+_MAX_EXPANSION, _MAX_DECODED_FLOOR, _MAX_CHANNELS = 1000, 64 * 2**20, 64
+
+
+def _ratio(path: Path, rate: int, target: int) -> tuple[int, int]:
+    """The reduced resampling ratio; refused when its terms are so large that the sinc
+    kernel (one row per output phase) would need gigabytes: a damaged or exotic rate such
+    as 16001 Hz, never a standard one (44.1 -> 16 kHz is 441/160)."""
+    g = math.gcd(int(rate), int(target))
+    up, down = int(rate) // g, int(target) // g
+    if max(up, down) > 4096:
+        raise AudioError(f"{path}: unreadable (sample rate {rate} Hz: no practical resampling to {target} Hz)")
+    return up, down
+
+
+def _plausible(path: Path, info) -> None:
+    if not 0 < info.channels <= _MAX_CHANNELS or not 1000 <= info.samplerate <= 768000:
+        raise AudioError(f"{path}: unreadable (implausible header: {info.channels} channels at {info.samplerate} Hz)")
+    decoded = info.frames * info.channels * 4
+    if decoded > max(_MAX_DECODED_FLOOR, _MAX_EXPANSION * path.stat().st_size):
+        raise AudioError(f"{path}: unreadable (header claims {info.frames} frames x {info.channels} channels, more than the file holds)")
+
+
 def _load(path: Path) -> tuple[np.ndarray, int]:
     """All frames as float32 (frames, channels) and the file's rate; AudioError when unusable."""
     try:
         info = sf.info(str(path))
+        _plausible(path, info)
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as err:  # libsndfile reports garbage, headers only, unknown formats
         raise AudioError(f"{path}: unreadable ({str(err).strip() or type(err).__name__})") from None
     if path.suffix.lower() == ".wav" and (problem := _wav_data_problem(path)) is not None:
@@ -96,7 +125,7 @@ def read(path: Path, sample_rate: int) -> torch.Tensor:
     data, sr = _load(Path(path))
     audio = torch.from_numpy(data.mean(axis=1))
     if sr != sample_rate:
-        audio = AF.resample(audio, sr, sample_rate)
+        audio = AF.resample(audio, *_ratio(path, sr, sample_rate))
     return audio.contiguous()
 
 
@@ -132,7 +161,7 @@ def read_segment(info: AudioInfo, sample_rate: int, start: int, length: int) -> 
         raise AudioError(f"{info.path}: non-finite (contains NaN or Inf samples)")
     mono = data.mean(axis=1)
     if rate != sample_rate and len(mono):
-        mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
+        mono = AF.resample(torch.from_numpy(mono), *_ratio(info.path, rate, sample_rate)).numpy()
     out = np.zeros(length, np.float32)
     piece = mono[skip : skip + length]
     out[: len(piece)] = piece
