@@ -223,3 +223,40 @@ def test_study_report_renders(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sweeps.report", str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and (tmp_path / "report" / "study.html").is_file()
     assert signal  # keep the import (used by the interrupted-search test)
+
+
+def test_search_killed_mid_trial_and_rerun_completes_without_repeats(tmp_path):
+    """SIGKILL of the whole search during its second trial, then the same command again."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    args = [
+        sys.executable, "-m", "trainer", "+search=denoise_lstm", *FIXED, "trainer.progress=log",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db", "hydra.sweeper.study_name=killed",
+        f"hydra.sweep.dir={tmp_path}/killed", "hydra.sweeper.n_trials=3", "hydra.sweeper.grace_period=1",
+        "hydra.sweeper.heartbeat_interval=1", "model.layers=1", "trainer.batch_size=2",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "trial_0001" in line and "training" in line:  # the second trial has started
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the search ended before it could be killed"
+    first_done = (tmp_path / "killed" / "trial_0000" / "summary.json").read_text()
+    time.sleep(2.5)  # older than the grace period
+    rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    trials = load(tmp_path, "killed").trials
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert trials[1].state.name == "FAIL" and trials[1].user_attrs.get("stale") is True
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 3  # the requested count, the killed trial not among them
+    params = [tuple(sorted(t.params.items())) for t in trials if t.state.name != "FAIL" or t.number == 1]
+    assert len(set(params)) == len(params)  # no parameter set tried twice
+    assert (tmp_path / "killed" / "trial_0000" / "summary.json").read_text() == first_done  # not overwritten
+    assert len({t.user_attrs["run_dir"] for t in counted}) == 3
