@@ -118,3 +118,30 @@ def test_mutated_files_raise_only_audio_error(tmp_path, suffix, subtype):
         assert time.monotonic() - start < 5.0, "a mutated file took too long: a hang"
         tried += 1
     assert tried > 50 and refused > 0
+
+
+def test_bad_audio_battery_through_the_folder_policy(tmp_path, caplog):
+    """Stereo and other-rate files are used (down-mixed, resampled); a zero-frame file, an
+    unresamplable rate, garbage and NaN samples are refused or skipped; nothing non-finite
+    reaches a batch."""
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    write(speech / "stereo48k.wav", 48000, 24000, 2, 0.5, "PCM_16", 1)
+    write(speech / "mono8k.flac", 8000, 4000, 1, 0.5, "PCM_16", 2)
+    write(speech / "odd_rate.wav", 16001, 8000, 1, 0.5, "PCM_16", 3)
+    sf.write(speech / "zero_frames.wav", np.zeros((0, 1), np.float32), 16000)
+    (speech / "garbage.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    nan = np.full((4000, 1), 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(speech / "nan.wav", nan, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError) as refused:
+        FolderMix(str(speech), sample_rate=TARGET_RATE, segment_seconds=SEGMENT)
+    for name, kind in (("odd_rate", "no practical resampling"), ("zero_frames", "empty"), ("garbage", "unreadable"), ("nan", "non-finite")):
+        assert f"{speech / name}" in str(refused.value) and kind in str(refused.value), name
+    source = FolderMix(str(speech), sample_rate=TARGET_RATE, segment_seconds=SEGMENT, bad_files="skip", valid_fraction=0.5)
+    assert "skipped 4 of 6 files" in caplog.text
+    train = source.train()
+    batch = train.__getitems__(list(range(8)))
+    for example in [*batch, source.valid()[0]]:
+        for x in example.values():
+            assert x.dtype == torch.float32 and x.shape == (int(TARGET_RATE * SEGMENT),) and torch.isfinite(x).all()

@@ -129,11 +129,14 @@ def read(path: Path, sample_rate: int) -> torch.Tensor:
     return audio.contiguous()
 
 
-def probe(path: Path, silence_db: float | None = None) -> AudioInfo:
+def probe(path: Path, silence_db: float | None = None, sample_rate: int | None = None) -> AudioInfo:
     """Read the whole file once and check everything `read` checks, plus silence: a file
-    whose mono peak is under `silence_db` dBFS teaches nothing and breaks SNR arithmetic."""
+    whose mono peak is under `silence_db` dBFS teaches nothing and breaks SNR arithmetic;
+    and, given the rate it will be used at, that it can be resampled to it."""
     path = Path(path)
     data, sr = _load(path)
+    if sample_rate is not None:
+        _ratio(path, sr, sample_rate)
     peak = float(np.abs(data.mean(axis=1)).max())
     peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
     if silence_db is not None and peak_db < silence_db:

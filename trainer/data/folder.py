@@ -71,14 +71,14 @@ def _listing(key: str, folder: Path) -> tuple[dict[str, Path], list[AudioError],
     return {name: group[0] for name, group in by_name.items() if len(group) == 1}, problems, set(by_name)
 
 
-def _scan(key: str, folder: Path, files: dict[str, Path], silence_db: float) -> dict[str, AudioInfo | AudioError]:
+def _scan(key: str, folder: Path, files: dict[str, Path], silence_db: float, sample_rate: int) -> dict[str, AudioInfo | AudioError]:
     """Full read of every file. Threads: libsndfile and numpy release the GIL, and a
     corpus scan is disk- and decode-bound."""
     t0 = time.perf_counter()
 
     def one(path: Path) -> AudioInfo | AudioError:
         try:
-            return audio_io.probe(path, silence_db)
+            return audio_io.probe(path, silence_db, sample_rate)
         except AudioError as err:
             return err
 
@@ -109,11 +109,11 @@ def _enforce(policy: str, what: str, problems: list[AudioError], skipped: int, t
         raise ValueError(f"{what}: all {total} {unit} are bad (data.bad_files=skip): nothing left to use")
 
 
-def _good_files(key: str, path: str | Path | None, policy: str, silence_db: float) -> dict[str, AudioInfo]:
+def _good_files(key: str, path: str | Path | None, policy: str, silence_db: float, sample_rate: int) -> dict[str, AudioInfo]:
     folder = _folder(key, path)
     files, problems, _ = _listing(key, folder)
     total = len(files) + len(problems)  # so far, the problems are the duplicates
-    scanned = _scan(key, folder, files, silence_db)
+    scanned = _scan(key, folder, files, silence_db, sample_rate)
     good = {name: r for name, r in scanned.items() if isinstance(r, AudioInfo)}
     problems += [r for r in scanned.values() if isinstance(r, AudioError)]
     _enforce(policy, f"data.{key} ({folder})", problems, total - len(good), total, "files")
@@ -256,8 +256,8 @@ class FolderPairs:
             orphans = sorted(set(files) - set(other))
             problems += [AudioError(f"{files[n]}: no partner (nothing named '{n}.*' under {folder})") for n in orphans]
         names = sorted(set(clean) & set(noisy))
-        scanned_c = _scan(clean_key, folders[0], {n: clean[n] for n in names}, self.silence_db)
-        scanned_n = _scan(noisy_key, folders[1], {n: noisy[n] for n in names}, self.silence_db)
+        scanned_c = _scan(clean_key, folders[0], {n: clean[n] for n in names}, self.silence_db, self.sample_rate)
+        scanned_n = _scan(noisy_key, folders[1], {n: noisy[n] for n in names}, self.silence_db, self.sample_rate)
         pairs = {}
         for n in names:
             c, z = scanned_c[n], scanned_n[n]
@@ -341,18 +341,18 @@ class FolderMix:
         if noise_dir is None and valid_noise_dir is not None:
             raise ValueError("data.valid_noise_dir is set but data.noise_dir is not")
         self.sample_rate, self.seed = int(sample_rate), seed
-        speech = _good_files("speech_dir", speech_dir, bad_files, silence_db)
+        speech = _good_files("speech_dir", speech_dir, bad_files, silence_db, sample_rate)
         if valid_speech_dir is None:
             self._train, self._valid = _divide(speech, valid_fraction, f"data.speech_dir ({speech_dir})")
         else:
-            valid = _good_files("valid_speech_dir", valid_speech_dir, bad_files, silence_db)
+            valid = _good_files("valid_speech_dir", valid_speech_dir, bad_files, silence_db, sample_rate)
             self._train, self._valid = [speech[n] for n in sorted(speech)], [valid[n] for n in sorted(valid)]
         self._train_noise: list[AudioInfo] = []
         self._valid_noise: list[AudioInfo] = []
         if noise_dir is not None:
-            noise = _good_files("noise_dir", noise_dir, bad_files, silence_db)
+            noise = _good_files("noise_dir", noise_dir, bad_files, silence_db, sample_rate)
             if valid_noise_dir is not None:
-                valid = _good_files("valid_noise_dir", valid_noise_dir, bad_files, silence_db)
+                valid = _good_files("valid_noise_dir", valid_noise_dir, bad_files, silence_db, sample_rate)
                 self._train_noise = [noise[n] for n in sorted(noise)]
                 self._valid_noise = [valid[n] for n in sorted(valid)]
             elif len(noise) < 2:  # a single clip: shared, nothing to hold out
