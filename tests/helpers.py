@@ -61,3 +61,27 @@ class FailsAtWidth(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x)
+
+
+def poison_step(parts, step: int) -> None:
+    """Multiply the gradient of the first parameter by inf on the `step`-th backward."""
+    calls = {"n": 0}
+
+    def hook(grad):
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] == step else grad
+
+    next(parts.raw_model.parameters()).register_hook(hook)
+
+
+def train_quietly(parts, trainer_cfg, tmp):
+    """`engine.train` with no loggers, checkpoints under `tmp/ckpt`; returns the RunState."""
+    from trainer.checkpoint import Checkpointer
+    from trainer.engine import train
+    from trainer.history import RunState
+    from trainer.loggers import NullLogger, Progress
+
+    return train(
+        parts, trainer_cfg, RunState(), Checkpointer(tmp / "ckpt"), NullLogger(), NullLogger(),
+        Progress("none", 0, 0), tmp / "history.json",
+    )  # fmt: skip

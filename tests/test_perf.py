@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, TINY, cli, compose_cfg
-from trainer.checkpoint import Checkpointer
-from trainer.engine import train, train_step
-from trainer.history import RunState
-from trainer.loggers import NullLogger, Progress
+from tests.helpers import poison_step, train_quietly
+from trainer.engine import train_step
 from trainer.perf import ShapeGuard
 from trainer.run import assemble
 
@@ -83,17 +81,8 @@ def test_summary_records_speed_memory_target_and_environment(tmp_path):
 def test_fp16_skipped_step_does_not_advance_the_schedule(tmp_path):
     cfg = compose_cfg(*TINY, "precision=amp_fp16", "trainer.epochs=1", "trainer.steps_per_epoch=5")
     parts = assemble(cfg)
-    calls = {"n": 0}
-
-    def poison_second_step(grad):
-        calls["n"] += 1
-        return grad * float("inf") if calls["n"] == 2 else grad
-
-    next(parts.raw_model.parameters()).register_hook(poison_second_step)
-    state = train(
-        parts, cfg.trainer, RunState(), Checkpointer(tmp_path / "ckpt"), NullLogger(), NullLogger(),
-        Progress("none", 0, 0), tmp_path / "history.json",
-    )  # fmt: skip
+    poison_step(parts, 2)
+    state = train_quietly(parts, cfg.trainer, tmp_path)
     taken = max(int(s["step"]) for s in parts.optimizer.state.values())  # Adam counts real updates
     assert state.step == 5 and state.status == "completed"  # a skipped fp16 step is not divergence
     assert taken <= 4  # the poisoned step (and any overflow) was skipped...

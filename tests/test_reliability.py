@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, TINY, cli, compose_cfg
+from tests.helpers import poison_step, train_quietly
 from trainer.checkpoint import Checkpointer, CheckpointError, atomic_write, load, restore
 from trainer.engine import train
 from trainer.history import RunState
@@ -216,17 +217,8 @@ def test_kill_during_saves_always_leaves_a_loadable_last(tmp_path):
 def test_inf_gradient_ends_an_fp32_run_as_diverged(tmp_path):
     cfg = compose_cfg(*TINY, "trainer.epochs=1", "trainer.steps_per_epoch=4")
     parts = assemble(cfg)
-    calls = {"n": 0}
-
-    def poison(grad):
-        calls["n"] += 1
-        return grad * float("inf") if calls["n"] == 2 else grad
-
-    next(parts.raw_model.parameters()).register_hook(poison)
-    state = train(
-        parts, cfg.trainer, RunState(), Checkpointer(tmp_path / "ckpt"), NullLogger(), NullLogger(),
-        Progress("none", 0, 0), tmp_path / "history.json",
-    )  # fmt: skip
+    poison_step(parts, 2)
+    state = train_quietly(parts, cfg.trainer, tmp_path)
     assert state.status == "diverged" and "non-finite" in state.reason
     assert not (tmp_path / "ckpt" / "last.pt").exists()  # nothing non-finite was saved
 
