@@ -23,14 +23,15 @@ def loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     plain = -0.691 + 10 * torch.log10(x.pow(2).mean(dim=-1) + 1e-10)
     if x.shape[-1] < _BLOCK_SECONDS * sample_rate:
         return plain
-    with torch.no_grad():
-        ok = torch.isfinite(AF.loudness(x.unsqueeze(-2), sample_rate))
+    gated = AF.loudness(x.unsqueeze(-2), sample_rate)
+    ok = torch.isfinite(gated)
+    if ok.all():  # the usual case: one pass
+        return gated
     if not ok.any():
         return plain
-    # Only finite examples go through the gated measure: a NaN branch would poison the
-    # backward pass even where torch.where discards it.
-    gated = AF.loudness(x[ok].unsqueeze(-2), sample_rate)
-    return plain.masked_scatter(ok, gated) if not ok.all() else gated
+    # Some silent clips: only the finite examples go through the gated measure again, as a
+    # NaN branch would poison the backward pass even where torch.where discards it.
+    return plain.masked_scatter(ok, AF.loudness(x[ok].unsqueeze(-2), sample_rate))
 
 
 class LoudnessNormalized(nn.Module):

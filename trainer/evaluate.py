@@ -29,6 +29,7 @@ from trainer.build import build_model, build_task
 from trainer.checkpoint import CheckpointError, load, load_model_state
 from trainer.data import audio_io
 from trainer.metrics import pesq, si_sdr, stoi
+from trainer.tasks import SuperResolution
 
 
 def load_model(path: Path, device: torch.device):
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         model, cfg = load_model(args.checkpoint, device)
         task = build_task(cfg.task)
-        if hasattr(task, "band_limit"):  # super-resolution: full-band files only
+        superres = isinstance(task, SuperResolution)
+        if superres:  # full-band files only; the input is made from them
             folder = args.data / "clean" if (args.data / "clean").is_dir() else args.data
             files = audio_io.list_audio(folder) if folder.is_dir() else []
             if not files:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     except (CheckpointError, FileNotFoundError, audio_io.AudioError) as err:
         parser.exit(2, f"error: {err}\n")
     start = time.perf_counter()
-    if hasattr(task, "band_limit"):
+    if superres:
         rows = score_superres(model, files, task, device)
     else:
         rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
