@@ -36,6 +36,17 @@ TINY = [
     "trainer.validation.media_examples=0",
 ]
 
+# The transducer task's counterpart of TINY (its data and model have other keys).
+TINY_TRANSDUCER = [
+    "task=transducer",
+    *[o for o in TINY if o.startswith("trainer.")],
+    "data.val_size=4",
+    "data.vocab=3",
+    "model.hidden=4",
+    "model.layers=1",
+    "model.joint=8",
+]
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

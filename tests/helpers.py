@@ -32,14 +32,14 @@ class Boom(nn.Module):
 
 
 class Flaky(nn.Module):
-    """The LSTM mask model, or a job that crashes (`mode=raise`) or diverges (`mode=diverge`)."""
+    """The LSTM enhancer, or a job that crashes (`mode=raise`) or diverges (`mode=diverge`)."""
 
     def __init__(self, mode: str = "ok", **lstm_args):
         super().__init__()
-        from models import LSTMMask
+        from models import LSTMEnhancer
 
         self.mode = mode
-        self.inner = LSTMMask(**lstm_args)
+        self.inner = LSTMEnhancer(**lstm_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "raise":
@@ -49,15 +49,15 @@ class Flaky(nn.Module):
 
 
 class FailsAtWidth(nn.Module):
-    """The LSTM mask model, except that `hidden == fail_hidden` raises: one bad job in a sweep."""
+    """The LSTM enhancer, except that `hidden == fail_hidden` raises: one bad job in a sweep."""
 
     def __init__(self, hidden: int = 4, fail_hidden: int = 5, **lstm_args):
         super().__init__()
-        from models import LSTMMask
+        from models import LSTMEnhancer
 
         if hidden == fail_hidden:
             raise RuntimeError(f"model.hidden={hidden}: this job fails on purpose")
-        self.inner = LSTMMask(hidden=hidden, **lstm_args)
+        self.inner = LSTMEnhancer(hidden=hidden, **lstm_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x)

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from losses import ClippingPenalty, L1Loss, LoudnessNormalized
 from losses.level import loudness
-from models.lstm import LSTMMask
+from models.lstm import LSTMEnhancer
 from tests.conftest import TINY, before_and_after_one_epoch, cli, compose_cfg
 from trainer import metrics as M
 from trainer.engine import evaluate
@@ -156,18 +156,18 @@ def test_superres_trains_and_lowers_lsd():
     assert after["lsd"] < after["lsd_input"]  # better than handing the input back
 
 
-def test_lstm_residual_mode_can_fill_an_empty_band():
+def test_lstm_residual_spectrum_can_fill_an_empty_band():
     torch.manual_seed(0)
     x = speechlike(0.5)[None]
     freqs = torch.fft.rfftfreq(x.shape[-1], 1 / SR)
     x = torch.fft.irfft(torch.fft.rfft(x) * (freqs < 3000), n=x.shape[-1])  # nothing above 3 kHz
     high = {}
-    for mask in ("complex", "residual"):
-        y = LSTMMask(hidden=8, mask=mask)(x).detach()
-        high[mask] = torch.fft.rfft(y).abs().pow(2)[0, freqs > 5000].sum().item()
+    for residual in (False, True):
+        y = LSTMEnhancer(hidden=8, residual=residual)(x).detach()
+        high[residual] = torch.fft.rfft(y).abs().pow(2)[0, freqs > 5000].sum().item()
     # a mask only rescales the input's (empty) bins: what reaches the band is leakage of
     # frame-to-frame mask changes; the residual adds a spectrum of its own (31x here, untrained)
-    assert high["residual"] > 10 * high["complex"], high
+    assert high[True] > 10 * high[False], high
 
 
 def test_loudness_matches_torchaudio_and_stays_finite():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import TINY, cli, compose_cfg, options
+from tests.conftest import TINY, TINY_TRANSDUCER, cli, compose_cfg, options
 from trainer.config import ConfigError, validate
 from trainer.engine import evaluate, train_step
 from trainer.run import assemble
@@ -13,11 +13,13 @@ from trainer.run import assemble
 GROUPS = ["task", "data", "augment", "model", "optim", "sched", "loss", "precision"]
 # folder datasets need folders on disk: tests/test_folder_data.py builds them
 NEEDS_FILES = {"folder_pairs", "folder_mix"}
+# options of the transducer task, built in its context; audio augmentation does not apply to it
+TRANSDUCER = {("task", "transducer"), ("data", "tokens"), ("model", "transducer"), ("loss", "rnnt")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g) if o not in NEEDS_FILES])
 def test_option_composes_builds_and_steps(group, option):
-    cfg = compose_cfg(*TINY, f"{group}={option}")
+    cfg = compose_cfg(*(TINY_TRANSDUCER if (group, option) in TRANSDUCER else TINY), f"{group}={option}")
     validate(cfg)
     parts = assemble(cfg)
     parts.sampler.set_position(0, 0)
@@ -87,6 +89,6 @@ def test_fp16_requires_scaler():
 
 def test_defaults():
     cfg = compose_cfg()
-    assert cfg.task._target_.endswith("Denoise") and cfg.model._target_.endswith("LSTMMask")
+    assert cfg.task._target_.endswith("Denoise") and cfg.model._target_.endswith("LSTMEnhancer")
     assert cfg.data._target_.endswith("SyntheticSpeech")
     assert cfg.precision.dtype.value == "float32" and not cfg.compile.enabled

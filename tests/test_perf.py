@@ -52,11 +52,11 @@ def test_precision_sweep_on_cpu_and_its_report(tmp_path):
 
 def test_report_survives_failed_and_unfinished_jobs(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli("-m", "model._target_=models.LSTMMask,tests.helpers.Boom", *SWEEP_TINY, f"hydra.sweep.dir={sweep}")
+    proc = cli("-m", "model._target_=models.LSTMEnhancer,tests.helpers.Boom", *SWEEP_TINY, f"hydra.sweep.dir={sweep}")
     assert proc.returncode != 0  # Hydra reports the failed job at the end, after running both
     rows, _ = _report(sweep)
     by_model = {r["run"]: r for r in rows}
-    good = next(v for k, v in by_model.items() if "LSTMMask" in k)
+    good = next(v for k, v in by_model.items() if "LSTMEnhancer" in k)
     bad = next(v for k, v in by_model.items() if "Boom" in k)
     assert good["status"] == "completed" and float(good["samples/s"]) > 0
     assert bad["status"].startswith("failed") and "boom" in bad["status"] and bad["samples/s"] == "—"

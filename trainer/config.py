@@ -168,6 +168,8 @@ def register() -> None:
     OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
     # `${div:32,${trainer.batch_size}}`: sweep presets that hold a product constant
     OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b), replace=True)
+    # `${plus:${data.vocab},1}`: the transducer's classes are the data's tokens plus blank
+    OmegaConf.register_new_resolver("plus", lambda a, b: int(a) + int(b), replace=True)
     # `trial_${zfill:${optuna.trial_number},4}`: search job directories that sort
     OmegaConf.register_new_resolver("zfill", lambda n, width: str(n).zfill(int(width)), replace=True)
     # The Optuna sweeper plugin lives in sweeps/hydra_plugins/; Hydra finds plugins in the

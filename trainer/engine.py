@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,7 +94,7 @@ def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip
 
 
 @torch.no_grad()
-def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str, float], list[dict[str, torch.Tensor]]]:
+def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean of every loss term and task metric over the validation set, plus the task's
     slow metrics (PESQ, STOI) on the first `slow_examples` examples, and the first `keep`
     examples' input, output and target on the host (for TensorBoard audio and images).
@@ -104,29 +105,30 @@ def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str,
     """
     model = p.raw_model
     model.eval()
+    task = p.task
     sums: dict[str, torch.Tensor] = {}
     slow: dict[str, list[float]] = {}
-    kept: list[dict[str, torch.Tensor]] = []
+    kept: list[dict[str, Any]] = []
     count = 0
     for batch in p.valid_loader:
-        inputs, target = p.task.pair(to_device(batch, p.device))
+        inputs, target = task.pair(to_device(batch, p.device))
         with p.precision.autocast():
             output = model(inputs)
             total, terms = p.loss(output, target)
-        n = inputs.shape[0]
-        output = output.float()
+            prediction = task.predict(model, inputs, output)
+        n = len(next(iter(batch.values())))
         values = {"loss/total": total * n, **{f"loss/{k}": v * n for k, v in terms.items()}}
-        values.update({k: v.sum() for k, v in p.task.metrics(output, inputs, target).items()})
+        values.update({k: v.sum() for k, v in task.metrics(prediction, inputs, target).items()})
         for key, value in values.items():
             sums[key] = sums.get(key, 0) + value.float()
-        if count < slow_examples:
+        if count < slow_examples and task.slow:
             rows = slice(0, slow_examples - count)
-            for key, scores in p.task.slow_metrics(output[rows], target[rows]).items():
+            for key, scores in task.slow_metrics(prediction[rows], target[rows]).items():
                 slow.setdefault(key, []).extend(scores)
-        for i in range(min(n, keep - count)):
-            kept.append({"input": inputs[i].float().cpu(), "output": output[i].cpu(), "target": target[i].float().cpu()})
+        if count < keep:
+            kept.extend(task.examples(inputs, prediction, target, keep - count))
         count += n
-    out = {k: v.item() / count for k, v in sums.items()}
+    out = task.summarise({k: v.item() / count for k, v in sums.items()})
     for key, scores in slow.items():  # NaN: PESQ found no utterance in that example
         finite = [s for s in scores if math.isfinite(s)]
         if finite:

@@ -29,7 +29,7 @@ from trainer.build import build_model, build_task
 from trainer.checkpoint import CheckpointError, load, load_model_state
 from trainer.data import audio_io
 from trainer.metrics import pesq, si_sdr, stoi
-from trainer.tasks import SuperResolution
+from trainer.tasks import AudioTask, SuperResolution
 
 
 def load_model(path: Path, device: torch.device):
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         model, cfg = load_model(args.checkpoint, device)
         task = build_task(cfg.task)
+        if not isinstance(task, AudioTask):
+            raise CheckpointError(f"{args.checkpoint}: a {type(task).__name__} model; this tool scores audio-to-audio models (denoise, superres)")
         superres = isinstance(task, SuperResolution)
         if superres:  # full-band files only; the input is made from them
             folder = args.data / "clean" if (args.data / "clean").is_dir() else args.data

@@ -37,7 +37,7 @@ def spectrogram_db(x: torch.Tensor, sample_rate: int, kind: str = "stft", n_mels
 
 
 def colour_scale(example: dict[str, torch.Tensor], sample_rate: int, kind: str) -> tuple[float, float]:
-    top = max(spectrogram_db(example[k], sample_rate, kind).max().item() for k in ("input", "target"))
+    top = max(spectrogram_db(example[k], sample_rate, kind).max().item() for k in ("input", "target") if k in example)
     return top - DYNAMIC_RANGE_DB, top
 
 
@@ -63,11 +63,16 @@ def figure(spec_db: torch.Tensor, sample_rate: int, kind: str, scale: tuple[floa
     return fig
 
 
-def log_examples(writer, examples: list[dict[str, torch.Tensor]], step: int, sample_rate: int, kind: str, first: bool) -> None:
-    """Output audio and spectrogram of each example; the input and target too when `first`
-    (they are the same every epoch). Tags: `audio/<i>/<role>`, `spectrogram/<i>/<role>`."""
-    roles = ("input", "output", "target") if first else ("output",)
+def log_examples(writer, examples: list[dict], step: int, sample_rate: int, kind: str, first: bool) -> None:
+    """Each example's output audio and spectrogram, or its decoded text; the input and target
+    too when `first` (they are the same every epoch). Tags: `audio/<i>/<role>`,
+    `spectrogram/<i>/<role>`, `text/<i>`."""
     for i, example in enumerate(examples):
+        if "text" in example:
+            writer.add_text(f"text/{i}", example["text"], step)
+        roles = [r for r in ("input", "output", "target") if r in example and (first or r == "output")]
+        if not roles:
+            continue
         scale = colour_scale(example, sample_rate, kind)
         for role in roles:
             signal = example[role].float()

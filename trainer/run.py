@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from trainer import perf
 from trainer.build import build_augment, build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
 from trainer.checkpoint import Checkpointer, load, restore
-from trainer.config import validate
+from trainer.config import ConfigError, validate
 from trainer.engine import Parts, train
 from trainer.perf import ShapeGuard, uses_cuda_graphs
+from trainer.tasks import AudioTask
 from trainer.signals import GracefulStop, Interrupted
 from trainer.trial import TrialLink
 from trainer.history import RunState, write_json
@@ -70,6 +71,8 @@ def assemble(cfg: DictConfig) -> Parts:
     train_set = data.train()
     augment = build_augment(cfg.augment)
     if augment.active:
+        if not isinstance(task, AudioTask):
+            raise ConfigError(f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; use augment=none")
         train_set = Augmented(train_set, augment)
     loader, sampler = train_loader(
         train_set, data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda"

@@ -136,13 +136,16 @@ class SyntheticSpeech:
         return self.examples(split, [index])[0]
 
     def train(self) -> Dataset:
-        return _Split(self, TRAIN, None)
+        return Split(self, TRAIN, None)
 
     def valid(self) -> Dataset:
-        return _Split(self, VALID, self.val_size)
+        return Split(self, VALID, self.val_size)
 
 
-class _Split(Dataset):
+class Split(Dataset):
+    """A split of a procedural source: unbounded (`size=None`, every index a fresh draw) or
+    a fixed set of `size` examples rendered once."""
+
     def __init__(self, source: SyntheticSpeech, split: int, size: int | None):
         self.source, self.split, self.size = source, split, size
         self._memo: dict[int, dict[str, torch.Tensor]] = {}  # the fixed validation set, rendered once

@@ -1,0 +1,167 @@
+"""Input representations ("data models"): how a waveform becomes per-frame features for a
+network, and how the network's per-frame output becomes a waveform again.
+
+Every model that works on frames takes one of these instead of writing its own STFT:
+
+| domain      | features per frame                  | the network predicts                                |
+|-------------|-------------------------------------|-----------------------------------------------------|
+| `waveform`  | the raw samples of a windowed frame | a correction to the frame (overlap-add)             |
+| `magnitude` | log-magnitude STFT                  | a mask: `gain` per bin (noisy phase) or `complex` ratio (+ an additive spectrum with `residual`) |
+| `complex`   | power-law compressed real/imag STFT | the same choice of mask                             |
+| log-mel     | log-mel filterbank (`LogMel`)       | nothing: features only (recognition front end)      |
+
+The transforms are torchaudio's (`Spectrogram`, `InverseSpectrogram`, `MelSpectrogram`)
+and `torch.nn.functional.fold` for the overlap-add. They run in float32 even under autocast:
+half-precision FFTs lose the low-level bins that a mask model has to attenuate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchaudio.transforms as T
+from torch import nn
+from torch.nn import functional as F
+
+
+def _no_autocast(x: torch.Tensor):
+    return torch.autocast(x.device.type, enabled=False)
+
+
+class Representation(nn.Module):
+    """`analyse(x) -> (features (B, N, features), context)`;
+    `synthesise(y (B, N, outputs), context, length) -> (B, length)`."""
+
+    features: int
+    outputs: int
+
+    def analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def synthesise(self, y: torch.Tensor, context: Any, length: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} is a feature extractor only: it has no synthesis")
+
+
+class _STFT(Representation):
+    def __init__(self, n_fft: int, hop: int):
+        super().__init__()
+        if not 0 < hop <= n_fft:
+            raise ValueError(f"model.hop must be in (0, n_fft={n_fft}], got {hop}")
+        self.bins = n_fft // 2 + 1
+        self.stft = T.Spectrogram(n_fft, hop_length=hop, power=None)
+        self.istft = T.InverseSpectrogram(n_fft, hop_length=hop)
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        with _no_autocast(x):
+            return self.stft(x.float())  # (B, F, N) complex
+
+    def waveform(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        with _no_autocast(spec):
+            return self.istft(spec, length)
+
+
+class STFTMask(_STFT):
+    """STFT frames in, a mask on the noisy STFT out.
+
+    `features`: "magnitude" (log(1 + |X|) per bin) or "complex" (real and imaginary parts
+    after power-law compression, |X|^c with the phase kept, so quiet bins stay visible and
+    the network sees the phase).
+    `mask`: "gain" (a sigmoid gain per bin, the noisy phase kept) or "complex" (a bounded
+    complex ratio mask, |M| < 1 via tanh as in DCCRN, which can also correct the phase).
+    `residual=True` (complex mask) adds a predicted spectrum to the masked one, so the model
+    can create energy where the input has none (bandwidth extension: a mask cannot).
+    """
+
+    def __init__(self, n_fft: int = 512, hop: int = 128, features: str = "magnitude", mask: str = "complex", residual: bool = False, compress: float = 0.3):
+        super().__init__(n_fft, hop)
+        if features not in ("magnitude", "complex"):
+            raise ValueError(f"model.domain must be 'waveform', 'magnitude' or 'complex', got {features!r}")
+        if mask not in ("gain", "complex"):
+            raise ValueError(f"model.mask must be 'gain' or 'complex', got {mask!r}")
+        if residual and mask != "complex":
+            raise ValueError("model.residual=true needs model.mask=complex (a spectrum is added to a complex mask)")
+        self.feature_kind, self.mask, self.residual, self.compress = features, mask, residual, compress
+        self.features = self.bins * (1 if features == "magnitude" else 2)
+        self.outputs = self.bins * (1 if mask == "gain" else 4 if residual else 2)
+
+    def analyse(self, x):
+        spec = self.spectrum(x)
+        mag = spec.abs()
+        if self.feature_kind == "magnitude":
+            return torch.log1p(mag).transpose(1, 2), spec
+        compressed = spec * mag.clamp_min(1e-8).pow(self.compress - 1)
+        return torch.cat([compressed.real, compressed.imag], dim=1).transpose(1, 2), spec
+
+    def synthesise(self, y, spec, length):
+        y = y.float().transpose(1, 2)
+        if self.mask == "gain":
+            return self.waveform(spec * torch.sigmoid(y), length)
+        extra = None
+        if self.residual:
+            y, extra = y.chunk(2, dim=1)
+        m = torch.complex(*y.chunk(2, dim=1))
+        size = m.abs()
+        spec = spec * m * (torch.tanh(size) / (size + 1e-8))
+        if extra is not None:
+            spec = spec + torch.complex(*extra.chunk(2, dim=1))
+        return self.waveform(spec, length)
+
+
+class Waveform(Representation):
+    """Raw samples: sqrt-Hann windowed frames in, a correction to each frame out, then
+    weighted overlap-add (the window-sum normalisation makes analysis + synthesis exact)."""
+
+    def __init__(self, n_fft: int = 512, hop: int = 128):
+        super().__init__()
+        if not 0 < hop <= n_fft:
+            raise ValueError(f"model.hop must be in (0, n_fft={n_fft}], got {hop}")
+        self.frame, self.hop = n_fft, hop
+        self.features = self.outputs = n_fft
+        self.register_buffer("window", torch.hann_window(n_fft).sqrt(), persistent=False)
+
+    def analyse(self, x):
+        # pad the start by frame - hop: every sample is then covered by frames whose windows
+        # are non-zero there (the sqrt-Hann window is 0 at its first sample)
+        x, lead = x.float(), self.frame - self.hop
+        n = max(1, -(-(x.shape[-1] + lead - self.frame) // self.hop) + 1)
+        x = F.pad(x, (lead, (n - 1) * self.hop + self.frame - x.shape[-1] - lead))
+        frames = x.unfold(-1, self.frame, self.hop) * self.window  # (B, N, frame)
+        return frames, frames
+
+    def synthesise(self, y, frames, length):
+        frames = (frames + y.float()) * self.window  # residual: an untrained model passes the input
+        n, lead = frames.shape[1], self.frame - self.hop
+        total = (n - 1) * self.hop + self.frame
+        fold = dict(output_size=(1, total), kernel_size=(1, self.frame), stride=(1, self.hop))
+        out = F.fold(frames.transpose(1, 2), **fold)[:, 0, 0]
+        norm = F.fold(self.window.pow(2).expand(1, n, -1).transpose(1, 2), **fold)[:, 0, 0]
+        return (out / norm.clamp_min(1e-8))[:, lead : lead + length]
+
+
+class LogMel(Representation):
+    """log(mel power + floor) frames, for recognition front ends (no synthesis)."""
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 40, floor: float = 1e-6):
+        super().__init__()
+        self.hop, self.floor = hop, floor
+        self.mel = T.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
+        self.features = n_mels
+
+    def frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames covering each signal length (centred STFT: one per hop, plus one)."""
+        return torch.div(lengths, self.hop, rounding_mode="floor") + 1
+
+    def analyse(self, x):
+        with _no_autocast(x):
+            return torch.log(self.mel(x.float()) + self.floor).transpose(1, 2), None
+
+
+def make(domain: str, n_fft: int, hop: int, mask: str = "complex", residual: bool = False) -> Representation:
+    """The representation a waveform-in, waveform-out model names by `domain` (its input
+    features) and `mask` (what an STFT domain predicts; the waveform domain has no mask)."""
+    if domain == "waveform":
+        if residual:
+            raise ValueError("model.residual=true needs an STFT domain (magnitude or complex)")
+        return Waveform(n_fft, hop)
+    return STFTMask(n_fft, hop, features=domain, mask=mask, residual=residual)
