@@ -72,6 +72,28 @@ class ValidationConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    # Gradient diagnostics (trainer/diagnostics.py, docs/gradients.md); 0 turns a part off.
+    terms_every: int = 100  # steps between per-loss-term gradient analyses (an extra backward per term)
+    layers_every: int = 50  # steps between per-layer gradient norms, update/weight ratios, weight norms
+    histograms_every: int = 500  # steps between weight and gradient histograms
+    depth: int = 2  # module-path depth that defines a layer group (rnn.lstm, encoder.0, ...)
+    alerts: bool = True
+    zero_checks: int = 3  # alert when a group's gradient is zero at this many consecutive layer checks
+    spike_factor: float = 10.0  # alert when the global norm exceeds this multiple of its running median
+    spike_window: int = 200  # steps in that running median
+    spike_min_history: int = 20  # steps seen before spikes are judged
+    clip_alert_fraction: float = 0.9  # alert when more than this share of a log window's steps is clipped
+
+
+@dataclass
+class DebugConfig:
+    # torch.autograd anomaly detection for the whole run: the error names the backward op
+    # that produced a NaN (and where its forward ran). Slow: for locating a bug only.
+    detect_anomaly: bool = False
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 6
     steps_per_epoch: Optional[int] = 200  # optimizer steps; null = one pass over a finite dataset
@@ -88,6 +110,7 @@ class TrainerConfig:
     progress: Progress = Progress.auto
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     # Steps at the start of each process (compilation, autotuning, CUDA-graph capture, the
     # cold data corpus) kept out of the throughput figures and reported as warm-up time.
     warmup_steps: int = 10
@@ -153,6 +176,7 @@ class Config:
     compile: CompileConfig = field(default_factory=CompileConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resume: Optional[str] = None  # a checkpoint to start from when the run dir has none
+    debug: DebugConfig = field(default_factory=DebugConfig)
     profile: bool = False  # record a torch.profiler trace (schedule in `profiler`); no cost when off
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
@@ -252,6 +276,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("slow_every", "slow_examples", "media_examples", "media_every"):
         if v[key] < 0:
             raise ConfigError(f"trainer.validation.{key} must be >= 0, got {v[key]}")
+    d = t.diagnostics
+    for key in ("terms_every", "layers_every", "histograms_every", "zero_checks", "spike_window", "spike_min_history"):
+        if d[key] < 0:
+            raise ConfigError(f"trainer.diagnostics.{key} must be >= 0, got {d[key]}")
+    if d.depth < 1 or d.spike_factor <= 1:
+        raise ConfigError(f"trainer.diagnostics.depth must be >= 1 and spike_factor > 1, got {d.depth} and {d.spike_factor}")
     if v.spectrogram not in ("stft", "mel"):
         raise ConfigError(f"trainer.validation.spectrogram must be 'stft' or 'mel', got {v.spectrogram!r}")
     if t.num_workers < 0 or t.checkpoint_every < 0:

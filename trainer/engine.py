@@ -23,6 +23,7 @@ from trainer.config import TrainerConfig
 from trainer.history import RunState, write_json
 from trainer.loggers import Logger, Progress
 from trainer.data.loader import EpochSampler
+from trainer.diagnostics import GradientDiagnostics, Probe
 from trainer.perf import Precision, ShapeGuard
 from trainer.schedules import Schedule
 from trainer.tasks import Task
@@ -52,6 +53,7 @@ class Parts:
     steps_per_epoch: int
     config: dict  # the resolved job config, stored in checkpoints
     shape_guard: ShapeGuard
+    diagnostics: GradientDiagnostics | None = None
 
 
 @dataclass
@@ -66,29 +68,38 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip: float | None) -> StepOut:
+def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip: float | None, probe: Probe | None = None) -> StepOut:
+    """One optimizer step over `micro_batches`. A `probe` (trainer/diagnostics.py), on the
+    steps where diagnostics are due, measures the terms' gradients, the true gradients
+    before clipping, and the update."""
     p.model.train()
     accum = len(micro_batches)
+    scaler = p.precision.scaler
     loss_sum = torch.zeros((), device=p.device)
     term_sums: dict[str, torch.Tensor] = {}
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
         inputs, target = p.task.pair(to_device(batch, p.device))
         with p.precision.autocast():
             output = p.model(inputs)
             total, terms = p.loss(output, target)
+        if probe is not None and i == 0:  # per-term gradients of the first micro-batch
+            probe.terms(terms, getattr(p.loss, "weights", {}), scaler.get_scale() if scaler.is_enabled() else 1.0)
         # Each micro-batch contributes 1/accum: the summed gradient equals one batch of batch*accum.
-        p.precision.scaler.scale(total / accum).backward()
+        scaler.scale(total / accum).backward()
         loss_sum += total.detach() / accum
         for name, value in terms.items():
             term_sums[name] = term_sums.get(name, 0) + value.detach() / accum
-    scaler = p.precision.scaler
     scaler.unscale_(p.optimizer)  # clip the true gradients, not the scaled ones
+    if probe is not None:
+        probe.gradients()
     params = [q for g in p.optimizer.param_groups for q in g["params"]]
     grad_norm = nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else math.inf)
     scale = scaler.get_scale() if scaler.is_enabled() else None  # fp16 syncs in step() anyway
     scaler.step(p.optimizer)
     scaler.update()
     skipped = scale is not None and scaler.get_scale() < scale
+    if probe is not None:
+        probe.updated()
     p.optimizer.zero_grad(set_to_none=True)
     return StepOut(loss_sum, term_sums, grad_norm, skipped)
 
@@ -142,6 +153,7 @@ class Window:
 
     check_grads: bool
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    grad_norms: list[torch.Tensor] = field(default_factory=list)  # per step, for the gradient alerts
     bad: torch.Tensor | bool = False
     steps: int = 0
     samples: int = 0
@@ -158,6 +170,7 @@ class Window:
         values.update({f"loss/{k}": v for k, v in out.terms.items()})
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0) + value
+        self.grad_norms.append(out.grad_norm)
         self.steps += 1
         self.samples += samples
         self.skipped += int(out.skipped)
@@ -255,16 +268,22 @@ def train(
                     state.speed["first_step_unix"] = time.time()
                 p.shape_guard.check(micro[0])
 
-                out = train_step(p, micro, cfg.grad_clip)
+                probe = p.diagnostics.probe(state.step + 1) if p.diagnostics is not None else None
+                out = train_step(p, micro, cfg.grad_clip, probe)
                 state.step += 1
                 if not out.skipped:  # a skipped fp16 step must not advance the schedule
                     p.schedule.after_step()
                 window.add(out, samples_per_step)
+                if probe is not None:
+                    train_log.log(probe.scalars, state.step)
+                    train_log.histograms(probe.hist, state.step)
                 if profiler is not None:
                     profiler.step()
 
                 if state.step == warm_at or state.step % cfg.log_every == 0 or i == p.steps_per_epoch - 1:
                     values = window.flush(state.step)
+                    if p.diagnostics is not None:
+                        p.diagnostics.check_window(torch.stack(window.grad_norms).tolist(), cfg.grad_clip, state.step)
                     if state.step == warm_at:
                         state.speed["warmup_seconds"] = time.perf_counter() - start
                     elif state.step > warm_at:  # steady-state windows only

@@ -20,6 +20,9 @@ class Logger:
     def media(self, examples: list, step: int, sample_rate: int, kind: str, first: bool) -> None:
         """Audio and spectrograms of validation examples (input/output/target tensors)."""
 
+    def histograms(self, values: Mapping[str, object], step: int) -> None:
+        """Value distributions (weights, gradients), each a 1-D tensor."""
+
     def close(self) -> None:
         pass
 
@@ -39,6 +42,10 @@ class TensorBoardLogger(Logger):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
+
+    def histograms(self, values: Mapping[str, object], step: int) -> None:
+        for tag, tensor in values.items():
+            self.writer.add_histogram(tag, tensor, step)
 
     def media(self, examples: list, step: int, sample_rate: int, kind: str, first: bool) -> None:
         from trainer.media import log_examples  # matplotlib: imported only when used

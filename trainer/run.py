@@ -3,6 +3,7 @@ write the summary, return the objective."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import platform
@@ -20,6 +21,7 @@ from trainer import perf
 from trainer.build import build_augment, build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
 from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import ConfigError, validate
+from trainer.diagnostics import GradientDiagnostics
 from trainer.engine import Parts, train
 from trainer.perf import ShapeGuard, uses_cuda_graphs
 from trainer.tasks import AudioTask
@@ -84,6 +86,7 @@ def assemble(cfg: DictConfig) -> Parts:
         loader, sampler, valid_loader(data.valid(), t.val_batch_size), steps_per_epoch,
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
         ShapeGuard(uses_cuda_graphs(cfg.compile)),
+        GradientDiagnostics(t.diagnostics, raw),
     )  # fmt: skip
 
 
@@ -145,7 +148,9 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile else None
     log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, parts.steps_per_epoch, run_dir)
     try:
-        with GracefulStop() as stop:
+        # anomaly mode: every backward op checks its outputs; the error names the one that made a NaN
+        anomaly = torch.autograd.detect_anomaly(check_nan=True) if cfg.debug.detect_anomaly else contextlib.nullcontext()
+        with GracefulStop() as stop, anomaly:
             state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler, trial, stop)
     finally:
         progress.close()

@@ -6,7 +6,7 @@ log-spaced grid, a high partial from another, gliding up or down by `glide` over
 token. An utterance has `tokens` such tokens, each of random duration and level, separated
 by silent gaps of random length (which is what tells "a a" from "a"), spoken by a random
 "talker" (all frequencies scaled together by up to `talker_shift`), in white or pink noise
-at a random SNR, at a random level, and padded with zeros to a fixed length (with its true
+(a random crop of one of 16 pre-rendered clips) at a random SNR, at a random level, and padded with zeros to a fixed length (with its true
 length alongside), so every batch has one shape.
 
 Every draw is a pure function of `(seed, split, index)`, like the enhancement data.
@@ -62,12 +62,24 @@ class SyntheticTokens:
         self.max_tokens = tokens[1]
         self.table = token_table(vocab)
         self.val_size, self.seed = val_size, seed
+        self._bank: list[np.ndarray] | None = None
         longest = (tokens[1] * token_ms[1] + (tokens[1] + 1) * gap_ms[1]) / 1000
         if longest > segment_seconds:
             raise ValueError(
                 f"data.segment_seconds={segment_seconds} cannot hold the longest utterance "
                 f"({tokens[1]} tokens of {token_ms[1]} ms and their gaps: {longest:.2f} s)"
             )
+
+    def _noise_bank(self) -> list[np.ndarray]:
+        """White and pink noise clips one segment long, rendered once (an FFT per utterance
+        would cost as much as the rest of the rendering); each utterance crops one."""
+        if self._bank is None:
+            rng = np.random.default_rng([self.seed, 2, 0])
+            n = self.length
+            white = rng.standard_normal((8, n))
+            pink = np.fft.irfft(np.fft.rfft(rng.standard_normal((8, n))) / np.sqrt(np.arange(n // 2 + 1) + 1.0), n)
+            self._bank = [*white, *pink]
+        return self._bank
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, int, list[int]]:
         """One utterance: (padded audio, its length in samples, its tokens)."""
@@ -91,8 +103,9 @@ class SyntheticTokens:
             pieces += [tone * envelope * 10 ** (rng.uniform(-6, 0) / 20), np.zeros(int(rng.uniform(*self.gap_ms) * ms))]
         clean = np.concatenate(pieces)
         n = len(clean)
-        white = rng.standard_normal(n)
-        noise = white if rng.random() < 0.5 else np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(n // 2 + 1) + 1.0), n)
+        bank = self._noise_bank()[int(rng.integers(len(self._bank)))]
+        start = int(rng.integers(len(bank) - n + 1))
+        noise = bank[start : start + n].copy()
         power = np.mean(clean**2) + 1e-12
         noise *= np.sqrt(power / (np.mean(noise**2) + 1e-12) * 10 ** (-rng.uniform(*self.snr_db) / 10))
         audio = clean + noise
