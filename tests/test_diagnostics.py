@@ -94,7 +94,9 @@ def test_spike_and_clip_alerts_fire_on_synthetic_norms_and_stay_quiet_otherwise(
         diag.check_window([1.1, 50.0, 1.0], clip=5.0, step=31)
         assert len(diag.alerts) == 1 and "step 30" in diag.alerts[0] and "running median" in diag.alerts[0]
         diag.check_window([6.0] * 10, clip=5.0, step=41)
+        diag.check_window([6.0] * 10, clip=5.0, step=51)  # still saturated: not repeated within spike_window
     assert "clipped on 100% of steps 32-41" in diag.alerts[-1] and "grad_clip=5.0" in caplog.text
+    assert sum("clipped" in a for a in diag.alerts) == 1
 
 
 def test_training_run_logs_terms_layers_ratios_and_histograms(tmp_path):

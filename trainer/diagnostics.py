@@ -128,6 +128,7 @@ class GradientDiagnostics:
         self.zero_counts: dict[str, int] = {}
         self.norms: deque[float] = deque(maxlen=cfg.spike_window)
         self.alerts: list[str] = []
+        self._clip_alerted = -(10**9)
 
     def probe(self, step: int) -> Probe | None:
         """A probe when something is due at optimizer step `step` (1-based), else None."""
@@ -167,7 +168,9 @@ class GradientDiagnostics:
             self.norms.append(norm)
         if clip is not None:
             clipped = sum(n > clip for n in norms) / len(norms)
-            if clipped > c.clip_alert_fraction:
+            # once per spike_window steps: saturation lasts, one line says it
+            if clipped > c.clip_alert_fraction and step - self._clip_alerted >= c.spike_window:
+                self._clip_alerted = step
                 self.alert(
                     f"gradient clipped on {clipped:.0%} of steps {first}-{step} (trainer.grad_clip={clip}): "
                     "the clip sets the step size; raise it or lower the learning rate"
