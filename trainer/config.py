@@ -11,6 +11,8 @@ when it composes. Two holes remain, closed by `validate`, which runs from a Hydr
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -196,13 +198,21 @@ def register() -> None:
     OmegaConf.register_new_resolver("plus", lambda a, b: int(a) + int(b), replace=True)
     # `trial_${zfill:${optuna.trial_number},4}`: search job directories that sort
     OmegaConf.register_new_resolver("zfill", lambda n, width: str(n).zfill(int(width)), replace=True)
-    # The Optuna sweeper plugin lives in sweeps/hydra_plugins/; Hydra finds plugins in the
-    # `hydra_plugins` namespace package, so that folder joins it (before Hydra scans).
+    # The Optuna sweeper plugin lives in sweeps/plugins/hydra_plugins/; Hydra finds plugins in
+    # the `hydra_plugins` namespace package, so that folder joins it (before Hydra scans).
     import hydra_plugins
 
-    plugins = str(Path(__file__).resolve().parents[1] / "sweeps" / "hydra_plugins")
-    if plugins not in list(hydra_plugins.__path__):
-        hydra_plugins.__path__.append(plugins)
+    root = Path(__file__).resolve().parents[1] / "sweeps" / "plugins"
+    if str(root / "hydra_plugins") not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(str(root / "hydra_plugins"))
+    # Launcher workers unpickle the job before anything imports this module, and the pickle
+    # names the plugin: joblib's workers copy this process's sys.path, submitit's inherit
+    # PYTHONPATH, so both must hold the folder too.
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(root) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, paths)])
 
 
 def _locate(target: str) -> Any:

@@ -1,7 +1,7 @@
 """The job's side of an Optuna search: report each validation to the trial, let the pruner
 stop it, and leave the run's outcome in the trial's user attributes for the sweeper.
 
-The sweeper (sweeps/hydra_plugins/trainer_optuna_sweeper) passes the storage URL, study
+The sweeper (sweeps/plugins/hydra_plugins/trainer_optuna_sweeper) passes the storage URL, study
 name and trial id as `optuna.*` overrides; a run without them has no link and pays nothing.
 """
 
