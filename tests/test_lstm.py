@@ -177,7 +177,8 @@ def test_each_variant_and_domain_learns_the_synthetic_task(tiny_cfg, overrides):
 
     cfg = compose_cfg(*LEARN, *overrides)
     before, after = before_and_after_one_epoch(cfg)
-    assert after["si_sdr"] > before["si_sdr"] + 1.0, (before["si_sdr"], after["si_sdr"])
+    # learned: better than its untrained self, and 1 dB better than the noisy input
+    assert after["si_sdr"] > before["si_sdr"] and after["si_sdri"] > 1.0, (before["si_sdr"], after["si_sdr"], after["si_sdri"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN)")
