@@ -12,13 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tb" / "train"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+from trainer.loggers import read_scalars
 
 
 def plot(tags: dict, prefixes: list[str], title: str, ylabel: str, path: Path, log: bool = False, zero_line: bool = False) -> None:
@@ -53,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or args.run_dir
     out.mkdir(parents=True, exist_ok=True)
-    tags = series(args.run_dir)
+    tags = read_scalars(args.run_dir / "tb" / "train")
     plot(tags, ["grad_terms/share/", "grad_terms/cosine/"], "Loss terms: share of the gradient, agreement", "share / cosine", out / "terms.png", zero_line=True)
     plot(tags, ["grad_terms/norm/", "grad_layers/"], "Gradient norms: per weighted term, per layer group", "L2 norm", out / "layers.png", log=True)
     plot(tags, ["update_ratio/", "weight_norm/"], "Updates: |dW| / |W| per step, and |W|", "ratio / norm", out / "updates.png", log=True)

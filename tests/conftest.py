@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from trainer.config import register
+from trainer.loggers import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -86,13 +87,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar series in a TensorBoard run directory, as TensorBoard would show them."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+scalars = read_scalars  # all scalar series of a TensorBoard writer's directory
 
 
 @pytest.fixture

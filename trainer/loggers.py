@@ -68,6 +68,15 @@ class TensorBoardLogger(Logger):
         self.writer.close()
 
 
+def read_scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """All scalar series of one writer's directory, as TensorBoard would show them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 class Progress:
     """A tqdm bar over optimizer steps on a terminal; plain log lines otherwise."""
 
