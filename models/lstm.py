@@ -12,9 +12,12 @@ What the block takes care of, so a model does not have to:
   from the first step. The weights keep PyTorch's uniform init: Xavier input and
   orthogonal recurrent weights were measured 0.5 dB worse after 600 steps of the default
   job (docs/lstm.md).
-* **Precision.** Under autocast the LSTM runs in the autocast dtype where a kernel exists
-  (bf16 on CPU and CUDA, fp16 on CUDA). oneDNN has no fp16 LSTM on CPU, so under CPU fp16
-  autocast the recurrence alone runs in float32.
+* **Precision.** Under autocast the LSTM runs in the autocast dtype where PyTorch runs it
+  in that dtype: bf16 on CPU, fp16 on CUDA (GradScaler guards its gradients). Two
+  exceptions run the recurrence alone in float32: oneDNN has no fp16 LSTM on CPU, and under
+  CUDA *bf16* autocast PyTorch casts cuDNN's LSTM to fp16 (measured, torch 2.11 on an
+  H200): fp16's range with no loss scaler (bf16 runs have none) would be a silent
+  underflow risk for the recurrent gradients.
 * **torch.compile.** Dynamo deliberately does not trace `nn.LSTM` (its
   `allow_rnn=False` default): the recurrence runs as the eager cuDNN/oneDNN kernel between
   compiled regions, which is also the fastest way to run it. Every compile mode works;
@@ -73,8 +76,11 @@ class LSTMStack(nn.Module):
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(B, N, input_size) -> ((B, N, output_size), (h, c))."""
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16:
-            with torch.autocast("cpu", enabled=False):
+        device = x.device.type
+        # the autocast dtype this device's LSTM would not honour: recurrence in float32
+        unsafe = {"cpu": torch.float16, "cuda": torch.bfloat16}.get(device)
+        if unsafe is not None and torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == unsafe:
+            with torch.autocast(device, enabled=False):
                 state = None if state is None else tuple(s.float() for s in state)
                 return self.lstm(x.float(), state)
         return self.lstm(x, state)
