@@ -38,6 +38,9 @@ class StopAt:
     def requested(self) -> bool:
         return self.state_ref[0].step >= self.step
 
+    def agreed(self, dist) -> bool:  # one process: nothing to agree on
+        return self.requested
+
 
 def poison_when_scale_above(parts, limit: float, calls: dict) -> None:
     """An overflow at step 2, then whenever the loss scale is above `limit`: the scaler's

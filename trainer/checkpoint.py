@@ -111,13 +111,15 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
 
 
 class Checkpointer:
-    """Owns `checkpoints/last.pt` and `checkpoints/best.pt` and decides when to write them."""
+    """Owns `checkpoints/last.pt` and `checkpoints/best.pt` and decides when to write them.
+    `writes=False` (data-parallel ranks other than 0) reads the same files, never writes."""
 
-    def __init__(self, directory: Path, every_steps: int = 0):
+    def __init__(self, directory: Path, every_steps: int = 0, writes: bool = True):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.every_steps = every_steps
-        remove_stale_temporaries(self.directory)
+        self.every_steps, self.writes = every_steps, writes
+        if writes:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.directory)
 
     @property
     def last(self) -> Path:
@@ -128,7 +130,8 @@ class Checkpointer:
         return self.directory / "best.pt"
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
-        atomic_write(path, lambda f: torch.save(state, f))
+        if self.writes:
+            atomic_write(path, lambda f: torch.save(state, f))
 
     def due(self, step: int) -> bool:
         """Mid-epoch `last` saves, every `every_steps` optimizer steps."""

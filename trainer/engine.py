@@ -24,6 +24,7 @@ from trainer.history import RunState, write_json
 from trainer.loggers import Logger, Progress
 from trainer.data.loader import EpochSampler
 from trainer.diagnostics import GradientDiagnostics, Probe
+from trainer.distributed import Dist, no_sync
 from trainer.perf import Precision, ShapeGuard
 from trainer.schedules import Schedule
 from trainer.tasks import Task
@@ -39,8 +40,8 @@ class Diverged(RuntimeError):
 class Parts:
     """Everything the loop touches, built by `trainer.run`."""
 
-    model: nn.Module  # what runs (possibly compiled)
-    raw_model: nn.Module  # its parameters, for checkpoints
+    model: nn.Module  # what runs (possibly compiled, possibly DistributedDataParallel)
+    raw_model: nn.Module  # its parameters, for checkpoints and validation
     loss: nn.Module
     optimizer: Optimizer
     schedule: Schedule
@@ -54,6 +55,9 @@ class Parts:
     config: dict  # the resolved job config, stored in checkpoints
     shape_guard: ShapeGuard
     diagnostics: GradientDiagnostics | None = None
+    dist: Dist = field(default_factory=Dist)  # torchrun's ranks (a world of one otherwise)
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper, for no_sync
+    cuda_graphs: bool = False  # compiled with CUDA graphs (reduce-overhead, max-autotune) on a GPU
 
 
 @dataclass
@@ -78,14 +82,23 @@ def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip
     loss_sum = torch.zeros((), device=p.device)
     term_sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(micro_batches):
+        if p.cuda_graphs:  # each micro-batch a new CUDA-graph step: accumulation replays the graphs
+            torch.compiler.cudagraph_mark_step_begin()
         inputs, target = p.task.pair(to_device(batch, p.device))
-        with p.precision.autocast():
-            output = p.model(inputs)
-            total, terms = p.loss(output, target)
-        if probe is not None and i == 0:  # per-term gradients of the first micro-batch
-            probe.terms(terms, getattr(p.loss, "weights", {}), scaler.get_scale() if scaler.is_enabled() else 1.0)
-        # Each micro-batch contributes 1/accum: the summed gradient equals one batch of batch*accum.
-        scaler.scale(total / accum).backward()
+        with no_sync(p.ddp, last=i == accum - 1):  # DDP: one gradient all-reduce per step
+            with p.precision.autocast():
+                output = p.model(inputs)
+                total, terms = p.loss(output, target)
+            if probe is not None and i == 0:  # per-term gradients of the first micro-batch
+                probe.terms(terms, getattr(p.loss, "weights", {}), scaler.get_scale() if scaler.is_enabled() else 1.0)
+            # Each micro-batch contributes 1/accum: the summed gradient equals one batch of batch*accum.
+            scaler.scale(total / accum).backward()
+        if p.cuda_graphs and i < accum - 1:
+            # the graph's backward wrote these gradients into its own buffers, which the next
+            # micro-batch's replay overwrites before they are accumulated into: own copies
+            for q in p.raw_model.parameters():
+                if q.grad is not None:
+                    q.grad = q.grad.clone()
         loss_sum += total.detach() / accum
         for name, value in terms.items():
             term_sums[name] = term_sums.get(name, 0) + value.detach() / accum
@@ -109,6 +122,8 @@ def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str,
     """Mean of every loss term and task metric over the validation set, plus the task's
     slow metrics (PESQ, STOI) on the first `slow_examples` examples, and the first `keep`
     examples' input, output and target on the host (for TensorBoard audio and images).
+    Data-parallel: each rank runs its share of the set, the sums are added up, rank 0's
+    slow metrics and examples (the set's first) go to every rank.
 
     Runs the eager model (same parameters as the compiled one): eval mode under no_grad
     would otherwise be a second compilation, and a CUDA-graph capture per new shape, for a
@@ -117,6 +132,8 @@ def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str,
     model = p.raw_model
     model.eval()
     task = p.task
+    if not p.dist.main:
+        slow_examples = keep = 0
     sums: dict[str, torch.Tensor] = {}
     slow: dict[str, list[float]] = {}
     kept: list[dict[str, Any]] = []
@@ -139,12 +156,15 @@ def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str,
         if count < keep:
             kept.extend(task.examples(inputs, prediction, target, keep - count))
         count += n
+    sums["count"] = torch.tensor(float(count), device=p.device)
+    sums = p.dist.sum(sums)
+    count = sums.pop("count").item()
     out = task.summarise({k: v.item() / count for k, v in sums.items()})
     for key, scores in slow.items():  # NaN: PESQ found no utterance in that example
         finite = [s for s in scores if math.isfinite(s)]
         if finite:
             out[key] = sum(finite) / len(finite)
-    return out, kept
+    return p.dist.broadcast(out), kept
 
 
 @dataclass
@@ -152,6 +172,7 @@ class Window:
     """Device-side sums between two log points; `flush` is the only place they sync."""
 
     check_grads: bool
+    dist: Dist = field(default_factory=Dist)  # data-parallel: sums and the verdict are across ranks
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     grad_norms: list[torch.Tensor] = field(default_factory=list)  # per step, for the gradient alerts
     bad: torch.Tensor | bool = False
@@ -176,13 +197,13 @@ class Window:
         self.skipped += int(out.skipped)
 
     def check(self, step: int) -> None:
-        if isinstance(self.bad, torch.Tensor) and self.bad.item():
+        if self.dist.any(self.bad):  # every rank raises, or none does
             raise Diverged(f"non-finite loss or gradient at or before step {step}")
 
     def flush(self, step: int) -> dict[str, float]:
         self.check(step)
         elapsed = time.perf_counter() - self.start
-        out = {k: v.item() / self.steps for k, v in self.sums.items()}
+        out = {k: v.item() / self.steps for k, v in self.dist.mean(self.sums).items()}
         out["perf/samples_per_s"] = self.samples / elapsed
         out["perf/step_ms"] = 1000 * elapsed / self.steps
         out["perf/data_wait"] = self.data_time / elapsed
@@ -259,7 +280,7 @@ def train(
             first = state.step - state.epoch * p.steps_per_epoch
             p.sampler.set_position(state.epoch, first * samples_per_step)
             batches = iter(p.train_loader)
-            window = Window(check_grads=not p.precision.scaler.is_enabled())
+            window = Window(check_grads=not p.precision.scaler.is_enabled(), dist=p.dist)
             for i in range(first, p.steps_per_epoch):
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.grad_accum)]
@@ -292,14 +313,15 @@ def train(
                     values["opt/lr"] = p.optimizer.param_groups[0]["lr"]
                     train_log.log(values, state.step)
                     progress.update(state.step, state.epoch + 1, {"loss": values["loss/total"]})
-                    window = Window(check_grads=window.check_grads)
+                    window = Window(check_grads=window.check_grads, dist=p.dist)
                 if checkpointer.due(state.step) and i < p.steps_per_epoch - 1:
                     window.check(state.step)  # never save a state that has gone non-finite
                     save_last()
-                if stop is not None and stop.requested:
+                if stop is not None and stop.agreed(p.dist):
                     window.check(state.step)
                     state.status, state.reason = "interrupted", f"{stop.signal_name} after step {state.step}"
                     save_last()  # mid-epoch: a resume continues from this very step
+                    p.dist.barrier()  # no rank exits (and gets its launcher to kill the others) before it is written
                     return state
 
             window.check(state.step)
@@ -321,7 +343,8 @@ def train(
             save_last()
             if improved:
                 checkpointer.save(checkpointer.best, snapshot(p.raw_model, None, None, None, state, p.config))
-            write_json(history_path, state.history)
+            if history_path is not None:  # rank 0 only
+                write_json(history_path, state.history)
             if state.finished:
                 break
     except Diverged as err:

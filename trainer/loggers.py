@@ -23,6 +23,9 @@ class Logger:
     def histograms(self, values: Mapping[str, object], step: int) -> None:
         """Value distributions (weights, gradients), each a 1-D tensor."""
 
+    def hparams(self, hparams: Mapping[str, float | int | str | bool], metrics: Mapping[str, float]) -> None:
+        """The run's hyperparameters and final metrics, for TensorBoard's HParams view."""
+
     def close(self) -> None:
         pass
 

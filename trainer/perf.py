@@ -5,7 +5,9 @@
    process, and a flag left over from the previous job would silently change this one.
 2. Model and loss move to the device: compiled graphs specialise on device.
 3. Autocast dtype and the gradient scaler (fp16 only; bf16 has float32's range).
-4. torch.compile last, so it traces the model exactly as it will run.
+4. DistributedDataParallel under torchrun (trainer/distributed.py).
+5. torch.compile last, so it traces the model exactly as it will run (DDP included: Dynamo
+   then splits the graph at DDP's gradient buckets, keeping communication overlapped).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from trainer import distributed
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: torch.device, deterministic: bool):
-    """Returns (model to train, raw model for checkpoints, loss, Precision)."""
+def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: torch.device, deterministic: bool, dist=None):
+    """Returns (model to train, raw model for checkpoints, loss, Precision, DDP wrapper or None)."""
     # 1. global flags. use_deterministic_algorithms imports torch._inductor (1.5 s of
     # start-up), so it is only called when the setting has to change.
     if torch.are_deterministic_algorithms_enabled() != deterministic:
@@ -61,14 +65,16 @@ def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: tor
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("float16 autocast on CPU is slow and rarely useful; bfloat16 is the CPU choice")
     prec = Precision(device.type, dtype, torch.amp.GradScaler(device.type, enabled=precision.grad_scaler))
-    # 4. compile
-    trained = model
+    # 4. data parallel
+    ddp = distributed.wrap(model, dist, device) if dist is not None and dist.enabled else None
+    trained = ddp if ddp is not None else model
+    # 5. compile
     if compile_cfg.enabled:
         torch._dynamo.reset()  # forget graphs compiled by an earlier job in this process
         trained = torch.compile(
-            model, mode=compile_cfg.mode.value, fullgraph=compile_cfg.fullgraph, dynamic=compile_cfg.dynamic
+            trained, mode=compile_cfg.mode.value, fullgraph=compile_cfg.fullgraph, dynamic=compile_cfg.dynamic
         )
-    return trained, model, loss, prec
+    return trained, model, loss, prec, ddp
 
 
 class ShapeGuard:

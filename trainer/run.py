@@ -17,20 +17,21 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import perf
+from trainer import distributed, perf
 from trainer.build import build_augment, build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
 from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import ConfigError, validate
 from trainer.diagnostics import GradientDiagnostics
+from trainer.distributed import Dist
 from trainer.engine import Parts, train
 from trainer.perf import ShapeGuard, uses_cuda_graphs
 from trainer.tasks import AudioTask
-from trainer.signals import GracefulStop, Interrupted
+from trainer.signals import PREEMPT, GracefulStop, Interrupted
 from trainer.trial import TrialLink
 from trainer.history import RunState, write_json
 from trainer.data.augment import Augmented
 from trainer.data.loader import train_loader, valid_loader
-from trainer.loggers import Progress, TensorBoardLogger
+from trainer.loggers import NullLogger, Progress, TensorBoardLogger
 
 log = logging.getLogger("trainer")
 
@@ -61,12 +62,14 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 def assemble(cfg: DictConfig) -> Parts:
     """Seed, build every component from its group, apply the performance setup."""
     t = cfg.trainer
-    seed_everything(t.seed)
-    device = perf.resolve_device(t.device)
+    dist = Dist.from_env()
+    distributed.init(dist)
+    seed_everything(t.seed)  # every rank builds the same model (DDP also broadcasts rank 0's)
+    device = dist.device(perf.resolve_device(t.device))
     task = build_task(cfg.task)
     data = build_data(cfg.data)
-    trained, raw, loss, precision = perf.setup(
-        build_model(cfg.model), build_loss(cfg.loss), cfg.precision, cfg.compile, device, t.deterministic
+    trained, raw, loss, precision, ddp = perf.setup(
+        build_model(cfg.model), build_loss(cfg.loss), cfg.precision, cfg.compile, device, t.deterministic, dist
     )
     optimizer = build_optimizer(cfg.optim, raw)
     per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
@@ -77,16 +80,18 @@ def assemble(cfg: DictConfig) -> Parts:
             raise ConfigError(f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; use augment=none")
         train_set = Augmented(train_set, augment)
     loader, sampler = train_loader(
-        train_set, data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda"
-    )
-    steps_per_epoch = len(sampler) // (t.batch_size * t.grad_accum)
+        train_set, data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda",
+        dist.rank, dist.world,
+    )  # fmt: skip
+    steps_per_epoch = sampler.per_epoch // (t.batch_size * t.grad_accum)
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
     return Parts(
         trained, raw, loss, optimizer, schedule, precision, task, device,
-        loader, sampler, valid_loader(data.valid(), t.val_batch_size), steps_per_epoch,
+        loader, sampler, valid_loader(data.valid(), t.val_batch_size, dist.rank, dist.world), steps_per_epoch,
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
         ShapeGuard(uses_cuda_graphs(cfg.compile)),
         GradientDiagnostics(t.diagnostics, raw),
+        dist, ddp, uses_cuda_graphs(cfg.compile) and device.type == "cuda",
     )  # fmt: skip
 
 
@@ -95,27 +100,34 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     run_dir = Path(run_dir)
     started = time.perf_counter()
     state, parts = RunState(), None
-    trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None else None
+    main = Dist.from_env().main  # data-parallel: rank 0 alone writes the summary and tells Optuna
+    trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None and main else None
     try:
         parts = assemble(cfg)
         state = train_or_resume(cfg, run_dir, parts, choices or {}, trial)
     except Interrupted as stopped:
         # `last` is written; the summary says so; the exit status tells a scheduler to requeue
         outcome = summary(cfg, stopped.state, parts, math.nan, started)
-        write_json(run_dir / "summary.json", outcome)
+        if main:
+            write_json(run_dir / "summary.json", outcome)
         log.warning("interrupted (%s) at step %d; `last` saved: rerun the same command to resume", stopped, stopped.state.step)
+        if stopped.requeue is not None:  # submitit: resubmit this job (same run dir), which resumes
+            log.warning("handing over to the launcher to requeue this job")
+            stopped.requeue(PREEMPT, None)
         raise SystemExit(stopped.exit_code) from None
     except Exception as err:
         # A crashed job still says so on disk: the sweep report lists it as failed.
         state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
         outcome = summary(cfg, state, parts, math.nan, started)
-        write_json(run_dir / "summary.json", outcome)
+        if main:
+            write_json(run_dir / "summary.json", outcome)
         if trial is not None:
             trial.finish(outcome, str(run_dir))
         raise
     value = objective(state, parts.task.worst())
     outcome = summary(cfg, state, parts, value, started)
-    write_json(run_dir / "summary.json", outcome)
+    if main:
+        write_json(run_dir / "summary.json", outcome)
     log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, parts.task.monitor, value, state.best_epoch, state.train_seconds)
     if trial is not None:
         trial.finish(outcome, str(run_dir))
@@ -126,7 +138,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
 
 def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[str, str], trial=None) -> RunState:
     t, task, raw = cfg.trainer, parts.task, parts.raw_model
-    checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every)
+    main = parts.dist.main  # data-parallel: every rank reads the checkpoint, rank 0 writes
+    checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every, writes=main)
     state = RunState()
     source = checkpointer.last if checkpointer.last.is_file() else (Path(cfg.resume) if cfg.resume else None)
     if source is not None:
@@ -141,17 +154,19 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     state.status = "running"
     if parts.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(parts.device)
+    parts.dist.barrier()  # every rank has decided where it starts before rank 0 writes anything
     purge = state.step + 1 if state.step else None
-    train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge)
-    val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge)
-    progress = Progress(t.progress.value, parts.steps_per_epoch * t.epochs, state.step)
-    profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile else None
+    train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge) if main else NullLogger()
+    val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge) if main else NullLogger()
+    progress = Progress(t.progress.value if main else "none", parts.steps_per_epoch * t.epochs, state.step)
+    profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile and main else None
     log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, parts.steps_per_epoch, run_dir)
     try:
         # anomaly mode: every backward op checks its outputs; the error names the one that made a NaN
         anomaly = torch.autograd.detect_anomaly(check_nan=True) if cfg.debug.detect_anomaly else contextlib.nullcontext()
         with GracefulStop() as stop, anomaly:
-            state = train(parts, t, state, checkpointer, train_log, val_log, progress, run_dir / "history.json", profiler, trial, stop)
+            history = run_dir / "history.json" if main else None
+            state = train(parts, t, state, checkpointer, train_log, val_log, progress, history, profiler, trial, stop)
     finally:
         progress.close()
         train_log.close()
@@ -161,7 +176,7 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     state.speed["peak_memory_mb"] = perf.peak_memory_mb(parts.device)
     if stop.requested:
         val_log.close()
-        raise Interrupted(state, stop.signum)
+        raise Interrupted(state, stop.signum, stop.requeue)
     val_log.hparams(hparams(cfg, choices), {f"hparam/{task.monitor}": objective(state, task.worst())})
     val_log.close()
     return state
