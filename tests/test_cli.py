@@ -7,7 +7,7 @@ import json
 import torch
 
 from tests.conftest import TINY, cli, compose_cfg, scalars
-from trainer.run import assemble
+from trainer.run import assemble, run
 
 TRAIN_TAGS = {"loss/total", "loss/si_sdr", "opt/lr", "opt/grad_norm", "perf/samples_per_s", "perf/step_ms", "perf/data_wait"}
 VAL_TAGS = {"loss/total", "loss/si_sdr", "metrics/si_sdr", "metrics/si_sdri"}
@@ -70,7 +70,7 @@ def test_multirun_job_dirs_are_named_from_swept_choices(tmp_path):
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     run_dir = tmp_path / "run"
-    cli(*TINY, "trainer.epochs=1", f"hydra.run.dir={run_dir}", check=True)
+    run(compose_cfg(*TINY, "trainer.epochs=1"), run_dir)  # in this process: only the refusal needs the CLI
     proc = cli(*TINY, "trainer.epochs=1", "optim.lr=0.5", f"hydra.run.dir={run_dir}")
     assert proc.returncode != 0
     assert "optim.lr" in proc.stderr and "different config" in proc.stderr
@@ -78,7 +78,7 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
 
 def test_resume_from_another_runs_checkpoint_and_train_longer(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    cli(*TINY, "trainer.epochs=1", f"hydra.run.dir={first}", check=True)
+    run(compose_cfg(*TINY, "trainer.epochs=1"), first)
     cli(*TINY, "trainer.epochs=2", f"resume={first}/checkpoints/last.pt", f"hydra.run.dir={second}", check=True)
     h1 = json.loads((first / "history.json").read_text())
     h2 = json.loads((second / "history.json").read_text())

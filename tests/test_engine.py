@@ -58,8 +58,10 @@ def _same_run(reference, resumed) -> None:
 
 
 def test_sigkill_and_resume_reproduces_every_step(tmp_path):
+    from trainer.run import run
+
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    cli(*RESUME, f"hydra.run.dir={reference}", check=True)
+    run(compose_cfg(*RESUME), reference)  # in this process; the interrupted runs are real CLI processes
 
     assert _kill_at_step(resumed, 5) == -signal.SIGKILL  # mid-epoch 1; the last checkpoint is from step 4
     assert not (resumed / "summary.json").exists()

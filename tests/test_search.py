@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +55,25 @@ def test_rerun_continues_the_study_without_repeating_or_overwriting(tmp_path):
     assert len(set(params)) == 4  # the resumed sampler did not replay earlier draws
     for t in study.trials:  # each trial knows its run directory, and it holds that trial
         assert json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())["objective"] == pytest.approx(t.value)
+    _study_report_renders(tmp_path, "resume", trials=4)
+
+
+def _study_report_renders(tmp_path: Path, study: str, trials: int) -> None:
+    """The study report of a finished search (run on the study above, to spare a search)."""
+    out = tmp_path / "study_report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.report", "--study", f"sqlite:///{tmp_path}/optuna.db", study, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "best value" in proc.stdout and "best parameters" in proc.stdout
+    for name in ("study.md", "study.csv", "study.html", "optimization_history.png", "parallel_coordinate.png", "param_importances.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = (out / "study.csv").read_text().strip().splitlines()
+    assert len(rows) == trials + 1 and rows[0].startswith("trial,state,value,seconds")
+    # pointed at the search directory, the sweep report adds the study's view
+    proc = subprocess.run([sys.executable, "-m", "sweeps.report", str(tmp_path / study)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and (tmp_path / study / "study.html").is_file()
 
 
 def test_stale_running_trial_is_failed_at_start(tmp_path):
@@ -204,25 +222,6 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
     pytest.importorskip("psycopg2")
     _workers(tmp_path, "shared_pg", postgres)
     _check_shared_study(tmp_path, "shared_pg", postgres)
-
-
-def test_study_report_renders(tmp_path):
-    search(tmp_path, "report", "hydra.sweeper.n_trials=3", "model.hidden=4", "trainer.batch_size=2")
-    out = tmp_path / "study_report"
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweeps.report", "--study", f"sqlite:///{tmp_path}/optuna.db", "report", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "best value" in proc.stdout and "best parameters" in proc.stdout
-    for name in ("study.md", "study.csv", "study.html", "optimization_history.png", "parallel_coordinate.png", "param_importances.png"):
-        assert (out / name).stat().st_size > 0, name
-    rows = (out / "study.csv").read_text().strip().splitlines()
-    assert len(rows) == 4 and rows[0].startswith("trial,state,value,seconds")
-    # pointed at the search directory, the sweep report adds the study's view
-    proc = subprocess.run([sys.executable, "-m", "sweeps.report", str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0 and (tmp_path / "report" / "study.html").is_file()
-    assert signal  # keep the import (used by the interrupted-search test)
 
 
 def test_search_killed_mid_trial_and_rerun_completes_without_repeats(tmp_path):
