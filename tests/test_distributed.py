@@ -127,13 +127,15 @@ def test_a_global_batch_that_does_not_split_among_ranks_is_refused():
         train_loader(list(range(20)), False, 5, None, 0, 0, False, rank=0, world=3)
 
 
-def test_multirun_under_torchrun_is_refused_with_the_reason(monkeypatch):
+def test_multirun_and_help_under_torchrun_are_refused_with_the_reason(monkeypatch):
     from trainer import distributed
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit, match="torchrun runs one job: drop -m"):
         distributed.join_run_dir(["trainer", "-m", "optim=adamw,sgd"])
+    with pytest.raises(SystemExit, match="run --cfg/--help/--info as plain"):  # rank 1 would wait for a run dir forever
+        distributed.join_run_dir(["trainer", "--cfg", "job"])
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, scalars
+from tests.conftest import ROOT, TINY, cli, scalars
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -106,6 +106,10 @@ def test_readme_cluster_commands_compose():
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=args, return_hydra_config=True)
         assert cfg.hydra.runtime is not None  # composed with Hydra's own config (launchers, sweepers)
+    # and once through the real command line, as the issue asks (`--cfg job` prints the job's config)
+    slurm = next(c for c in commands if "hydra/launcher=slurm_gpu" in c)
+    proc = cli(*[re.sub(r"=([^\[\]=]*?),.*$", r"=\1", a) for a in slurm], "--cfg", "job", timeout=120)
+    assert proc.returncode == 0 and "optim:" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_slurm_scripts_parse():

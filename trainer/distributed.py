@@ -142,6 +142,8 @@ def join_run_dir(argv: list[str]) -> list[str]:
             "torchrun runs one job: drop -m/--multirun. To sweep data-parallel jobs, launch one "
             "torchrun per job (README: 'From one laptop to a cluster')."
         )
+    if {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"} & set(argv):
+        sys.exit("torchrun is for training: run --cfg/--help/--info as plain `python -m trainer ...`")
     init(dist)
     if dist.main:
         return argv
