@@ -90,6 +90,11 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
+def _first_job(args: list[str]) -> list[str]:
+    """One job of a sweep: a swept value `k=a,b` becomes its first value."""
+    return [re.sub(r"=([^\[\]=]*?),.*$", r"=\1", a) for a in args]
+
+
 def test_readme_cluster_commands_compose():
     from hydra import compose, initialize_config_dir
 
@@ -101,14 +106,13 @@ def test_readme_cluster_commands_compose():
     for args in commands:
         if "hydra/launcher=ray" in args and not importlib.util.find_spec("hydra_plugins.hydra_ray_launcher"):
             continue  # the ray extra is optional
-        # one job of the sweep: a swept value `k=a,b` becomes its first value
-        args = [re.sub(r"=([^\[\]=]*?),.*$", r"=\1", a) for a in args]
+        args = _first_job(args)
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=args, return_hydra_config=True)
         assert cfg.hydra.runtime is not None  # composed with Hydra's own config (launchers, sweepers)
     # and once through the real command line, as the issue asks (`--cfg job` prints the job's config)
     slurm = next(c for c in commands if "hydra/launcher=slurm_gpu" in c)
-    proc = cli(*[re.sub(r"=([^\[\]=]*?),.*$", r"=\1", a) for a in slurm], "--cfg", "job", timeout=120)
+    proc = cli(*_first_job(slurm), "--cfg", "job", timeout=120)
     assert proc.returncode == 0 and "optim:" in proc.stdout, proc.stderr[-2000:]
 
 

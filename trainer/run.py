@@ -85,13 +85,14 @@ def assemble(cfg: DictConfig) -> Parts:
     )  # fmt: skip
     steps_per_epoch = sampler.per_epoch // (t.batch_size * t.grad_accum)
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
+    graphs = uses_cuda_graphs(cfg.compile)
     return Parts(
         trained, raw, loss, optimizer, schedule, precision, task, device,
         loader, sampler, valid_loader(data.valid(), t.val_batch_size, dist.rank, dist.world), steps_per_epoch,
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
-        ShapeGuard(uses_cuda_graphs(cfg.compile)),
+        ShapeGuard(graphs),
         GradientDiagnostics(t.diagnostics, raw),
-        dist, ddp, uses_cuda_graphs(cfg.compile) and device.type == "cuda",
+        dist, ddp, graphs and device.type == "cuda",
     )  # fmt: skip
 
 
