@@ -13,10 +13,12 @@ What the block takes care of, so a model does not have to:
   orthogonal recurrent weights were measured 0.5 dB worse after 600 steps of the default
   job (docs/lstm.md).
 * **Precision.** Under autocast the LSTM runs in the autocast dtype where PyTorch runs it
-  in that dtype: bf16 on CPU, fp16 on CUDA (GradScaler guards its gradients). Two
-  exceptions run the recurrence alone in float32: oneDNN has no fp16 LSTM on CPU, and under
-  CUDA *bf16* autocast PyTorch casts cuDNN's LSTM to fp16 (measured, torch 2.11 on an
-  H200): fp16's range with no loss scaler (bf16 runs have none) would be a silent
+  in that dtype: bf16 on CPUs with native bf16, fp16 on CUDA (GradScaler guards its
+  gradients). Three exceptions run the recurrence alone in float32 (`recurrence_dtype`):
+  oneDNN has no fp16 LSTM on CPU; it has no bf16 LSTM on CPUs without native bf16 (AVX2
+  only: it raises), which `models.kernels.cpu_bf16_lstm` finds out once per process; and
+  under CUDA *bf16* autocast PyTorch casts cuDNN's LSTM to fp16 (measured, torch 2.11 on
+  an H200): fp16's range with no loss scaler (bf16 runs have none) would be a silent
   underflow risk for the recurrent gradients.
 * **torch.compile.** Dynamo deliberately does not trace `nn.LSTM` (its
   `allow_rnn=False` default): the recurrence runs as the eager cuDNN/oneDNN kernel between
@@ -34,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models import representations
+from models import kernels, representations
 from models.layers import LevelNorm
 
 
@@ -77,13 +79,28 @@ class LSTMStack(nn.Module):
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(B, N, input_size) -> ((B, N, output_size), (h, c))."""
         device = x.device.type
-        # the autocast dtype this device's LSTM would not honour: recurrence in float32
-        unsafe = {"cpu": torch.float16, "cuda": torch.bfloat16}.get(device)
-        if unsafe is not None and torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == unsafe:
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        if dtype is not None and recurrence_dtype(device, dtype)[0] == torch.float32:
             with torch.autocast(device, enabled=False):
                 state = None if state is None else tuple(s.float() for s in state)
                 return self.lstm(x.float(), state)
         return self.lstm(x, state)
+
+
+def recurrence_dtype(device_type: str, autocast_dtype: torch.dtype | None) -> tuple[torch.dtype | None, str]:
+    """The dtype an `LSTMStack` runs its recurrence in under `autocast_dtype` on this device
+    (None: no autocast, float32), and why, in words (for the log and summary.json)."""
+    if autocast_dtype is None:
+        return None, "float32 (no autocast)"
+    name = str(autocast_dtype).removeprefix("torch.")
+    if device_type == "cpu" and autocast_dtype == torch.float16:
+        return torch.float32, "float32: oneDNN has no float16 LSTM"
+    if device_type == "cuda" and autocast_dtype == torch.bfloat16:
+        return torch.float32, "float32: CUDA bf16 autocast would run cuDNN's LSTM in float16, with no loss scaler"
+    if device_type == "cpu" and autocast_dtype == torch.bfloat16:
+        verdict = kernels.cpu_bf16_lstm()
+        return (autocast_dtype, f"{name}: {verdict.reason}") if verdict.native else (torch.float32, f"float32: {verdict.reason}")
+    return autocast_dtype, f"{name} (autocast)"
 
 
 class LSTMEnhancer(nn.Module):

@@ -57,9 +57,9 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-def cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    """Run `python -m trainer ...` from the repo root, as a user would."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}
+def cli(*args: str, timeout: float = 300, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m trainer ...` from the repo root, as a user would (in `env`, default ours)."""
+    env = {**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -93,3 +93,34 @@ scalars = read_scalars  # all scalar series of a TensorBoard writer's directory
 @pytest.fixture
 def tiny_cfg():
     return lambda *extra: compose_cfg(*TINY, *extra)
+
+
+def use_bf16_lstm(path: str, monkeypatch) -> None:
+    """Put the CPU's bf16 LSTM on `path`: "float32" (the fallback, forced: runs on every
+    machine) or "native" (oneDNN's bf16 kernel, where this CPU has one; the test is skipped,
+    saying why, elsewhere). Nothing a test asserts then depends on the CPU it runs on."""
+    from models import kernels
+
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    kernels.reset()
+    if path == "native" and not (verdict := kernels.cpu_bf16_lstm()).native:
+        pytest.skip(f"no native bf16 LSTM on this CPU ({verdict.reason}); its float32 path is tested")
+    monkeypatch.setenv(kernels.ENV, path)
+    kernels.reset()
+
+
+# every precision a CPU run can ask for, with both paths of bf16's LSTM
+CPU_PRECISIONS = {"fp32": (None, None), "bf16-float32": (torch.bfloat16, "float32"), "bf16-native": (torch.bfloat16, "native"), "fp16": (torch.float16, None)}
+
+
+@pytest.fixture
+def cpu_precision(request, monkeypatch):
+    """Indirect parametrisation with a `CPU_PRECISIONS` key: the autocast dtype (None: fp32),
+    the bf16 LSTM put on its path first."""
+    from models import kernels
+
+    dtype, path = CPU_PRECISIONS[request.param]
+    if path is not None:
+        use_bf16_lstm(path, monkeypatch)
+    yield dtype
+    kernels.reset()

@@ -9,7 +9,7 @@ import torchaudio.transforms as T
 
 from models import representations as R
 from models.lstm import LSTMEnhancer, LSTMStack
-from tests.conftest import before_and_after_one_epoch
+from tests.conftest import CPU_PRECISIONS, before_and_after_one_epoch
 
 VARIANTS = {
     "unidirectional": dict(layers=1),
@@ -17,7 +17,6 @@ VARIANTS = {
     "stacked_dropout": dict(layers=3, dropout=0.2),
     "projected": dict(layers=2, proj_size=4),
 }
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def test_initialisation_sets_each_forget_gates_total_bias():
@@ -34,12 +33,12 @@ def test_initialisation_sets_each_forget_gates_total_bias():
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("precision", sorted(PRECISIONS))
-def test_every_variant_runs_forward_and_backward_under_each_precision(variant, precision):
+@pytest.mark.parametrize("cpu_precision", sorted(CPU_PRECISIONS), indirect=True)
+def test_every_variant_runs_forward_and_backward_under_each_precision(variant, cpu_precision):
     torch.manual_seed(0)
     model = LSTMEnhancer(n_fft=64, hop=32, hidden=8, **VARIANTS[variant])
     x = torch.randn(2, 800) * 0.1
-    dtype = PRECISIONS[precision]
+    dtype = cpu_precision
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
         y = model(x)
         loss = (y.float() - x).pow(2).mean()

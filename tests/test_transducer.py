@@ -12,7 +12,7 @@ import torch
 
 from losses import RNNTLoss
 from models.transducer import Transducer, TransducerOutput, greedy_decode
-from tests.conftest import before_and_after_one_epoch, cli, compose_cfg, scalars
+from tests.conftest import CPU_PRECISIONS, before_and_after_one_epoch, cli, compose_cfg, scalars
 from trainer.data.tokens import SyntheticTokens, token_table
 from trainer.tasks import TokenRecognition
 
@@ -114,8 +114,9 @@ def test_a_token_sounds_at_its_table_frequencies():
         assert abs(peaks[0] - low) < 15 and abs(peaks[1] - high) < 15, (k, peaks, low, high)
 
 
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
-def test_transducer_forward_backward_under_each_precision_and_compile(dtype):
+@pytest.mark.parametrize("cpu_precision", sorted(CPU_PRECISIONS), indirect=True)
+def test_transducer_forward_backward_under_each_precision_and_compile(cpu_precision):
+    dtype = cpu_precision
     torch.manual_seed(0)
     data = SyntheticTokens(vocab=4, tokens=(1, 3), val_size=4)
     batch = torch.utils.data.default_collate(data.examples(0, [0, 1, 2]))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from models.lstm import LSTMStack, recurrence_dtype
 from trainer import distributed
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class Precision:
     device_type: str
     dtype: torch.dtype | None  # None: no autocast
     scaler: torch.amp.GradScaler  # disabled (a pass-through) unless fp16
+    # ops that run in another dtype than `dtype` on this machine, and why (summary.json)
+    paths: dict[str, str] = field(default_factory=dict)
 
     def autocast(self):
         if self.dtype is None:
@@ -65,6 +68,11 @@ def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: tor
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("float16 autocast on CPU is slow and rarely useful; bfloat16 is the CPU choice")
     prec = Precision(device.type, dtype, torch.amp.GradScaler(device.type, enabled=precision.grad_scaler))
+    if dtype is not None and any(isinstance(m, LSTMStack) for m in model.modules()):
+        # decided here, at start (a CPU probe runs once per process), not at the first step
+        prec.paths["lstm"] = recurrence_dtype(device.type, dtype)[1]
+        if not (device.type == "cpu" and dtype is torch.bfloat16):  # the CPU probe logs its own verdict
+            log.info("LSTM recurrence: %s", prec.paths["lstm"])
     # 4. data parallel
     ddp = distributed.wrap(model, dist, device) if dist is not None and dist.enabled else None
     trained = ddp if ddp is not None else model

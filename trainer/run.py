@@ -240,6 +240,7 @@ def summary(cfg: DictConfig, state: RunState, parts: Parts | None, value: float,
         "grad_accum": t.grad_accum,
         "loop_start_unix": state.speed.get("loop_start_unix"),
         "first_step_unix": state.speed.get("first_step_unix"),
+        "precision_paths": parts.precision.paths if parts else {},
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu") if device else None,
         "versions": versions(),
     }
