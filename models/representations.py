@@ -53,12 +53,14 @@ class _STFT(Representation):
         self.istft = T.InverseSpectrogram(n_fft, hop_length=hop)
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, time) -> (B, N frames, bins) complex, frame-major (a view: no copy)."""
         with _no_autocast(x):
-            return self.stft(x.float())  # (B, F, N) complex
+            return self.stft(x.float()).transpose(1, 2)
 
     def waveform(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, N, bins) complex -> (B, length)."""
         with _no_autocast(spec):
-            return self.istft(spec, length)
+            return self.istft(spec.transpose(1, 2), length)
 
 
 class STFTMask(_STFT):
@@ -85,27 +87,42 @@ class STFTMask(_STFT):
         self.features = self.bins * (1 if features == "magnitude" else 2)
         self.outputs = self.bins * (1 if mask == "gain" else 4 if residual else 2)
 
+    # Both work frame-major, (B, N, bins) (torch.stft computes that layout and hands back a
+    # transposed view, so it costs no copy), and in real arithmetic on (re, im) pairs: real
+    # element-wise ops, forward and backward, are cheaper on CPU than complex autograd. The
+    # numbers are those of the complex formulas in the docstrings (tests/test_lstm.py).
+
     def analyse(self, x):
         spec = self.spectrum(x)
         mag = spec.abs()
         if self.feature_kind == "magnitude":
-            return torch.log1p(mag).transpose(1, 2), spec
-        compressed = spec * mag.clamp_min(1e-8).pow(self.compress - 1)
-        return torch.cat([compressed.real, compressed.imag], dim=1).transpose(1, 2), spec
+            return torch.log1p(mag), spec
+        # compressed = spec * |spec|^(c - 1): the phase kept, the magnitude compressed
+        compressed = torch.view_as_real(spec) * mag.clamp_min(1e-8).pow(self.compress - 1).unsqueeze(-1)
+        return torch.cat([compressed[..., 0], compressed[..., 1]], dim=-1), spec
 
     def synthesise(self, y, spec, length):
-        y = y.float().transpose(1, 2)
+        """`y` (B, N, outputs) against `spec` (B, N, bins) complex. Gain: spec * sigmoid(y).
+        Complex: spec * m * tanh(|m|) / |m| with m = y_re + i y_im (DCCRN's bounded mask),
+        plus y_re' + i y_im' with `residual`."""
+        y = y.float()
+        s = torch.view_as_real(spec)
         if self.mask == "gain":
-            return self.waveform(spec * torch.sigmoid(y), length)
-        extra = None
+            return self._waveform_of(s * torch.sigmoid(y).unsqueeze(-1), length)
+        b = self.bins
+        m_re, m_im = y[..., :b], y[..., b : 2 * b]
+        size = torch.hypot(m_re, m_im)
+        bound = torch.tanh(size) / (size + 1e-8)
+        m_re, m_im = m_re * bound, m_im * bound
+        s_re, s_im = s[..., 0], s[..., 1]
+        out_re, out_im = s_re * m_re - s_im * m_im, s_re * m_im + s_im * m_re
         if self.residual:
-            y, extra = y.chunk(2, dim=1)
-        m = torch.complex(*y.chunk(2, dim=1))
-        size = m.abs()
-        spec = spec * m * (torch.tanh(size) / (size + 1e-8))
-        if extra is not None:
-            spec = spec + torch.complex(*extra.chunk(2, dim=1))
-        return self.waveform(spec, length)
+            out_re, out_im = out_re + y[..., 2 * b : 3 * b], out_im + y[..., 3 * b :]
+        return self._waveform_of(torch.stack([out_re, out_im], dim=-1), length)
+
+    def _waveform_of(self, pairs: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, N, bins, 2) real/imaginary pairs -> (B, length)."""
+        return self.waveform(torch.view_as_complex(pairs.contiguous()), length)
 
 
 class Waveform(Representation):

@@ -111,12 +111,43 @@ def test_waveform_and_stft_representations_reconstruct_their_input():
     torch.testing.assert_close(wave.synthesise(torch.zeros_like(frames), ctx, 1000), x, atol=1e-5, rtol=1e-4)
     for rep in (R.STFTMask(64, 16, "magnitude"), R.STFTMask(64, 16, "complex")):
         feats, spec = rep.analyse(x)
-        assert feats.shape == (2, spec.shape[-1], rep.features)
+        assert feats.shape == (2, spec.shape[1], rep.features)
         torch.testing.assert_close(rep.waveform(spec, 1000), x, atol=1e-5, rtol=1e-4)
     # a saturated gain mask passes the input through
     mag = R.STFTMask(64, 16, mask="gain")
     feats, spec = mag.analyse(x)
     torch.testing.assert_close(mag.synthesise(torch.full_like(feats, 30.0), spec, 1000), x, atol=1e-4, rtol=1e-4)
+
+
+def _complex_reference(rep: R.STFTMask, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The masks as complex formulas on torchaudio's (B, bins, N) STFT: what the real
+    arithmetic of `STFTMask.synthesise` must reproduce."""
+    spec = T.Spectrogram(rep.stft.n_fft, hop_length=rep.stft.hop_length, power=None)(x)
+    y = y.transpose(1, 2)
+    if rep.mask == "gain":
+        out = spec * torch.sigmoid(y)
+    else:
+        y, extra = y.chunk(2, dim=1) if rep.residual else (y, None)
+        m = torch.complex(*y.chunk(2, dim=1))
+        out = spec * m * (torch.tanh(m.abs()) / (m.abs() + 1e-8))
+        if extra is not None:
+            out = out + torch.complex(*extra.chunk(2, dim=1))
+    return T.InverseSpectrogram(rep.stft.n_fft, hop_length=rep.stft.hop_length)(out, x.shape[-1])
+
+
+@pytest.mark.parametrize("mask,residual", [("complex", False), ("complex", True), ("gain", False)])
+def test_masks_in_real_arithmetic_equal_the_complex_formulas_and_their_gradients(mask, residual):
+    torch.manual_seed(0)
+    rep = R.STFTMask(64, 16, "magnitude", mask=mask, residual=residual)
+    x = torch.randn(2, 1000)
+    feats, spec = rep.analyse(x)
+    y = torch.randn(2, feats.shape[1], rep.outputs, requires_grad=True)
+    ours, reference = rep.synthesise(y, spec, 1000), _complex_reference(rep, x, y)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(2, 1000)
+    grad_ours = torch.autograd.grad((ours * weights).sum(), y)[0]
+    grad_reference = torch.autograd.grad((reference * weights).sum(), y)[0]
+    torch.testing.assert_close(grad_ours, grad_reference, atol=1e-5, rtol=1e-4)
 
 
 def test_complex_features_are_compressed_real_imag_of_torchaudios_stft():
