@@ -12,6 +12,7 @@ import torch
 from tests.conftest import ROOT, TINY, cli, compose_cfg
 from tests.helpers import poison_step, train_quietly
 from trainer.engine import train_step
+from trainer.history import TIME_PARTS
 from trainer.perf import ShapeGuard
 from trainer.run import assemble
 
@@ -74,6 +75,12 @@ def test_summary_records_speed_memory_target_and_environment(tmp_path):
         assert isinstance(s[key], float) and s[key] >= 0, key
     assert s["time_to_target"] > 0 and s["steps_to_target"] == 6  # reached at the first validation
     assert s["device"] and {"torch", "torchaudio", "hydra", "numpy", "python"} <= set(s["versions"])
+    # where the time went: every part measured, and the parts inside the job add up to no more than it
+    spent = s["seconds"]
+    assert tuple(spent) == TIME_PARTS
+    assert all(v >= 0 for v in spent.values()) and spent["steps"] > 0 and spent["startup"] > 0
+    inside = sum(v for k, v in spent.items() if k not in ("startup", "slow_metrics"))  # slow metrics are part of validation
+    assert inside <= s["job_seconds"] and spent["slow_metrics"] <= spent["validation"]
     history = json.loads((run_dir / "history.json").read_text())
     assert all(h["seconds"] > 0 for h in history)
 

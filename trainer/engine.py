@@ -58,6 +58,7 @@ class Parts:
     dist: Dist = field(default_factory=Dist)  # torchrun's ranks (a world of one otherwise)
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper, for no_sync
     cuda_graphs: bool = False  # compiled with CUDA graphs (reduce-overhead, max-autotune) on a GPU
+    seconds: dict[str, float] = field(default_factory=dict)  # what building took (start-up, datasets, model)
 
 
 @dataclass
@@ -118,12 +119,15 @@ def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip
 
 
 @torch.no_grad()
-def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def evaluate(
+    p: Parts, slow_examples: int = 0, keep: int = 0, spent: dict[str, float] | None = None
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean of every loss term and task metric over the validation set, plus the task's
     slow metrics (PESQ, STOI) on the first `slow_examples` examples, and the first `keep`
     examples' input, output and target on the host (for TensorBoard audio and images).
     Data-parallel: each rank runs its share of the set, the sums are added up, rank 0's
-    slow metrics and examples (the set's first) go to every rank.
+    slow metrics and examples (the set's first) go to every rank. The slow metrics' wall
+    time is added to `spent["slow_metrics"]`.
 
     Runs the eager model (same parameters as the compiled one): eval mode under no_grad
     would otherwise be a second compilation, and a CUDA-graph capture per new shape, for a
@@ -150,9 +154,11 @@ def evaluate(p: Parts, slow_examples: int = 0, keep: int = 0) -> tuple[dict[str,
         for key, value in values.items():
             sums[key] = sums.get(key, 0) + value.float()
         if count < slow_examples and task.slow:
-            rows = slice(0, slow_examples - count)
+            rows, since = slice(0, slow_examples - count), time.perf_counter()
             for key, scores in task.slow_metrics(prediction[rows], target[rows]).items():
                 slow.setdefault(key, []).extend(scores)
+            if spent is not None:
+                spent["slow_metrics"] = spent.get("slow_metrics", 0.0) + time.perf_counter() - since
         if count < keep:
             kept.extend(task.examples(inputs, prediction, target, keep - count))
         count += n
@@ -263,6 +269,14 @@ def train(
     start_step = state.step
     warm_at = start_step + cfg.warmup_steps
     state.speed["loop_start_unix"] = time.time()  # start-up ends here; the first batch is next
+    # Where the time goes (host wall time, summed over resumes; summary.json "seconds"). On a
+    # GPU the host runs ahead: device work shows up wherever the host next waits for it.
+    spent: dict[str, float] = state.speed.setdefault("seconds", {})
+
+    def spend(key: str, since: float) -> float:
+        now = time.perf_counter()
+        spent[key] = spent.get(key, 0.0) + now - since
+        return now
 
     def account_time() -> None:
         nonlocal clock
@@ -272,7 +286,9 @@ def train(
 
     def save_last() -> None:
         account_time()
+        since = time.perf_counter()
         checkpointer.save(checkpointer.last, snapshot(p.raw_model, p.optimizer, p.schedule, p.precision.scaler, state, p.config))
+        spend("checkpoints", since)
 
     try:
         while state.epoch < cfg.epochs:
@@ -284,7 +300,8 @@ def train(
             for i in range(first, p.steps_per_epoch):
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.grad_accum)]
-                window.data_time += time.perf_counter() - t0
+                t1 = spend("data", t0)
+                window.data_time += t1 - t0
                 if state.step == start_step:  # the first batch is ready: the first step begins
                     state.speed["first_step_unix"] = time.time()
                 p.shape_guard.check(micro[0])
@@ -300,6 +317,7 @@ def train(
                     train_log.histograms(probe.hist, state.step)
                 if profiler is not None:
                     profiler.step()
+                t2 = spend("steps", t1)
 
                 if state.step == warm_at or state.step % cfg.log_every == 0 or i == p.steps_per_epoch - 1:
                     values = window.flush(state.step)
@@ -314,6 +332,7 @@ def train(
                     train_log.log(values, state.step)
                     progress.update(state.step, state.epoch + 1, {"loss": values["loss/total"]})
                     window = Window(check_grads=window.check_grads, dist=p.dist)
+                    spend("logging", t2)  # includes the host sync that waits for queued device work
                 if checkpointer.due(state.step) and i < p.steps_per_epoch - 1:
                     window.check(state.step)  # never save a state that has gone non-finite
                     save_last()
@@ -328,7 +347,9 @@ def train(
             v, epoch = cfg.validation, state.epoch + 1
             slow = v.slow_examples if v.slow_every and epoch % v.slow_every == 0 else 0
             media = v.media_examples if v.media_every and (epoch % v.media_every == 0 or state.epoch == 0) else 0
-            metrics, examples = evaluate(p, slow, media)
+            since = time.perf_counter()
+            metrics, examples = evaluate(p, slow, media, spent)
+            since = spend("validation", since)  # slow metrics included
             account_time()
             improved = record_validation(p, cfg, state, metrics, state.train_seconds)
             if trial is not None and trial.report(state.epoch, metrics[p.task.monitor]) and not state.finished:
@@ -338,11 +359,14 @@ def train(
             val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): x for k, x in metrics.items()}, state.step)
             if examples:  # inputs and targets once per run (the first validation), outputs each time
                 val_log.media(examples, state.step, p.task.sample_rate, v.spectrogram, first=state.epoch == 1)
+            spend("logging", since)
             # `last` before `best` before history.json: each file only ever records
             # epochs that the one before it already holds.
             save_last()
             if improved:
+                since = time.perf_counter()
                 checkpointer.save(checkpointer.best, snapshot(p.raw_model, None, None, None, state, p.config))
+                spend("checkpoints", since)
             if history_path is not None:  # rank 0 only
                 write_json(history_path, state.history)
             if state.finished:

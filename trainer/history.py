@@ -11,6 +11,10 @@ from typing import Any
 from trainer.checkpoint import atomic_write
 
 
+# Where a run's wall time goes (summary.json "seconds"), in the order it is spent.
+TIME_PARTS = ("startup", "build", "datasets", "steps", "data", "validation", "slow_metrics", "logging", "checkpoints")
+
+
 @dataclass
 class RunState:
     epoch: int = 0  # completed epochs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import platform
 import random
 import statistics
@@ -28,7 +29,7 @@ from trainer.perf import ShapeGuard, uses_cuda_graphs
 from trainer.tasks import AudioTask
 from trainer.signals import PREEMPT, GracefulStop, Interrupted
 from trainer.trial import TrialLink
-from trainer.history import RunState, write_json
+from trainer.history import TIME_PARTS, RunState, write_json
 from trainer.data.augment import Augmented
 from trainer.data.loader import train_loader, valid_loader
 from trainer.loggers import NullLogger, Progress, TensorBoardLogger
@@ -62,6 +63,7 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 def assemble(cfg: DictConfig) -> Parts:
     """Seed, build every component from its group, apply the performance setup."""
     t = cfg.trainer
+    started = time.perf_counter()
     dist = Dist.from_env()
     distributed.init(dist)
     seed_everything(t.seed)  # every rank builds the same model (DDP also broadcasts rank 0's)
@@ -73,7 +75,9 @@ def assemble(cfg: DictConfig) -> Parts:
     )
     optimizer = build_optimizer(cfg.optim, raw)
     per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
-    train_set = data.train()
+    datasets = time.perf_counter()
+    train_set, valid_set = data.train(), data.valid()  # the embedded corpus is rendered (or read) here
+    seconds = {"datasets": time.perf_counter() - datasets}
     augment = build_augment(cfg.augment)
     if augment.active:
         if not isinstance(task, AudioTask):
@@ -88,12 +92,27 @@ def assemble(cfg: DictConfig) -> Parts:
     graphs = uses_cuda_graphs(cfg.compile)
     return Parts(
         trained, raw, loss, optimizer, schedule, precision, task, device,
-        loader, sampler, valid_loader(data.valid(), t.val_batch_size, dist.rank, dist.world), steps_per_epoch,
+        loader, sampler, valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world), steps_per_epoch,
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
         ShapeGuard(graphs),
         GradientDiagnostics(t.diagnostics, raw),
         dist, ddp, graphs and device.type == "cuda",
+        {**seconds, "build": time.perf_counter() - started - seconds["datasets"]},
     )  # fmt: skip
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), i.e. interpreter start-up, imports and
+    Hydra's composition before a run begins; None where the OS does not say."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+_FIRST_RUN = [True]  # jobs of a multirun share the process: only the first pays its start-up
 
 
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float | tuple[float, ...]:
@@ -103,8 +122,12 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     state, parts = RunState(), None
     main = Dist.from_env().main  # data-parallel: rank 0 alone writes the summary and tells Optuna
     trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None and main else None
+    startup = process_age() if _FIRST_RUN[0] else 0.0
+    _FIRST_RUN[0] = False
     try:
         parts = assemble(cfg)
+        if startup is not None:
+            parts.seconds["startup"] = startup
         state = train_or_resume(cfg, run_dir, parts, choices or {}, trial)
     except Interrupted as stopped:
         # `last` is written; the summary says so; the exit status tells a scheduler to requeue
@@ -153,6 +176,9 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
         return state
 
     state.status = "running"
+    spent = state.speed.setdefault("seconds", {})  # summed over the run's processes (resumes)
+    for key, value in parts.seconds.items():
+        spent[key] = spent.get(key, 0.0) + value
     if parts.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(parts.device)
     parts.dist.barrier()  # every rank has decided where it starts before rank 0 writes anything
@@ -234,6 +260,10 @@ def summary(cfg: DictConfig, state: RunState, parts: Parts | None, value: float,
         "epochs": state.epoch,
         "steps": state.step,
         "train_seconds": round(state.train_seconds, 3),
+        # where the wall time went: startup (interpreter, imports, Hydra), build (model, loss,
+        # optimizer), datasets (corpus rendering, folder scans), steps, data (waiting for
+        # batches), validation (incl. slow_metrics: PESQ/STOI), logging, checkpoints
+        "seconds": {k: round(state.speed.get("seconds", {}).get(k, 0.0), 3) for k in TIME_PARTS},
         "job_seconds": round(time.perf_counter() - started, 3),
         **speed_summary(state.speed, t.batch_size * t.grad_accum, t.warmup_steps),
         "batch_size": t.batch_size,
