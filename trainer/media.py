@@ -58,8 +58,10 @@ def figure(spec_db: torch.Tensor, sample_rate: int, kind: str, scale: tuple[floa
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (kHz)" if kind == "stft" else "mel bin")
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="dB")
-    fig.tight_layout()
+    fig.colorbar(image, ax=ax, label="dB", fraction=0.05, pad=0.02)
+    # fixed margins for this one layout: tight_layout() measured every tick label and cost
+    # more than drawing the figure (~0.15 s each, several figures per validation)
+    fig.subplots_adjust(left=0.1, right=0.9, bottom=0.16, top=0.9)
     return fig
 
 
