@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ TINY_TRANSDUCER = [
 ]
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Rendered corpora go to a folder of this test process, never to the checkout's outputs/
+# (CLI runs inherit it; tests of the cache pass their own folder).
+os.environ["TRAINER_CACHE_DIR"] = tempfile.mkdtemp(prefix="trainer-test-cache-")
 
 
 def compose_cfg(*overrides: str):

@@ -159,7 +159,7 @@ def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) 
 RESUMABLE_DIFFERENCES = (
     "trainer.device", "trainer.num_workers", "trainer.progress", "trainer.log_every",
     "trainer.checkpoint_every", "trainer.epochs", "trainer.warmup_steps", "trainer.target",
-    "resume", "profile", "profiler", "optuna",
+    "resume", "profile", "profiler", "optuna", "data.cache_dir",
 )  # fmt: skip
 
 

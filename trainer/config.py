@@ -250,9 +250,9 @@ def _check_targets(node: Any, path: str) -> None:
 
 def _check_dataset_paths(data: DictConfig) -> None:
     """Folder datasets: every `*_dir` key set (when required) and an existing folder,
-    checked before a run directory exists."""
+    checked before a run directory exists. `cache_dir` is written, not read: made when needed."""
     for key in data.keys():
-        if not str(key).endswith("_dir"):
+        if not str(key).endswith("_dir") or key == "cache_dir":
             continue
         if OmegaConf.is_missing(data, key):
             raise ConfigError(f"data.{key}: required, not set (give a folder: data.{key}=/path/to/audio)")

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from trainer.data import audio_io
 from trainer.data.audio_io import AudioError, AudioInfo
+from trainer.data.mixing import mix
 
 log = logging.getLogger("trainer")
 
@@ -295,23 +296,7 @@ class FolderPairs:
         return _Fixed(self._valid_example, len(self._valid))
 
 
-# ---------------------------------------------------------------- speech + noise
-
-
-def mix(
-    clean: np.ndarray, noise: np.ndarray | None, snr_db: np.ndarray, level_db: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy, clean) for a batch (rows): noise scaled to `snr_db` by RMS, then one gain on
-    both so the clean level is `level_db` dBFS, lowered where the mixture would pass 0.99."""
-    clean = clean.astype(np.float64)
-    clean_rms = np.sqrt(np.mean(clean**2, axis=1, keepdims=True)) + 1e-8
-    noisy = clean
-    if noise is not None:
-        noise_rms = np.sqrt(np.mean(noise.astype(np.float64) ** 2, axis=1, keepdims=True)) + 1e-8
-        noisy = clean + noise * (clean_rms / noise_rms) * 10 ** (-snr_db[:, None] / 20)
-    peak = np.abs(noisy).max(axis=1, keepdims=True) + 1e-12
-    gain = np.minimum(10 ** (level_db[:, None] / 20) / clean_rms, 0.99 / peak)
-    return (noisy * gain).astype(np.float32), (clean * gain).astype(np.float32)
+# ---------------------------------------------------------------- speech + noise (trainer/data/mixing.py)
 
 
 class FolderMix:

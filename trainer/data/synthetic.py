@@ -1,11 +1,11 @@
 """The embedded dataset: procedurally generated speech-like audio mixed with noise.
 
-Nothing is downloaded or read from disk. It is organised like a real on-the-fly mixing
-recipe (DNS challenge style): a *corpus* of clean utterances and a corpus of noise clips,
-each rendered on first use and kept in memory, and training examples that pick one of
-each, crop, and mix them at a random SNR and level. Rendering is the expensive part
-(milliseconds per clip); mixing costs microseconds, so after the first few hundred steps
-the model never waits for data.
+Nothing is downloaded. It is organised like a real on-the-fly mixing recipe (DNS challenge
+style): a *corpus* of clean utterances and a corpus of noise clips (trainer/data/corpus.py:
+rendered once in parallel, shared by the jobs of a process, cached on disk under
+`cache_dir`), and training examples that pick one of each, crop, and mix them at a random
+SNR and level. Rendering is the expensive part (milliseconds per clip); mixing costs
+microseconds per example.
 
 Every draw is a pure function of `(seed, split, index)`: a run is reproducible whatever
 the number of loader workers, and a resumed run sees exactly the batches it would have
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.data import noise, voice
+from trainer.data import corpus, noise
+from trainer.data.corpus import TRAIN, VALID
+from trainer.data.mixing import mix
 
-TRAIN, VALID = 0, 1
-_CLEAN, _NOISE, _MIX = 0, 1, 2
+_MIX = 2  # the draw's own random stream: (seed, split, _MIX, index); 0 and 1 render the corpus
 
 
 class SyntheticSpeech:
@@ -45,6 +46,7 @@ class SyntheticSpeech:
         noise_corpus_size: int = 512,
         val_size: int = 128,
         seed: int = 0,
+        cache_dir: str | None = None,
     ):
         unknown = set(families) - set(noise.FAMILIES)
         if unknown:
@@ -65,38 +67,20 @@ class SyntheticSpeech:
         self.noise_corpus_size = noise_corpus_size
         self.val_size = val_size
         self.seed = seed
-        # Both corpora, filled on first use; bounded by corpus sizes (plus val_size per kind).
-        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self.cache_dir = cache_dir
+        self._corpora: dict[int, corpus.Corpus] = {}
 
-    def _clip(self, split: int, kind: int, index: int) -> np.ndarray:
-        key = (split, kind, index)
-        clip = self._cache.get(key)
-        if clip is None:
-            rng = np.random.default_rng([self.seed, split, kind, index])
-            n, sr = self.clip_length, self.sample_rate
-            if kind == _CLEAN:
-                clip = voice.render(rng, n, sr)
-            else:
-                clip = noise.make_noise(
-                    rng, n, sr, self.families, self.p_modulate, self.p_reverb, talker=self._talkers(split, avoid=index if split == VALID else None)
-                )[0]
-            clip = clip.astype(np.float32)
-            self._cache[key] = clip
-        return clip
-
-    def _talkers(self, split: int, avoid: int | None):
-        """Babble voices come from the split's own clean corpus: other utterances, reused.
-        A validation example's babble never contains its own target utterance."""
-        pool = self.corpus_size if split == TRAIN else self.val_size
-
-        def talker(rng: np.random.Generator, n: int) -> np.ndarray:
-            index = int(rng.integers(pool))
-            if index == avoid and pool > 1:
-                index = (index + 1) % pool
-            clip = self._clip(split, _CLEAN, index).astype(np.float64)
-            return np.roll(clip, int(rng.integers(len(clip))))[:n]
-
-        return talker
+    def corpus(self, split: int) -> corpus.Corpus:
+        """The split's clean and noise clips, rendered (or read from the cache) on first use."""
+        if split not in self._corpora:
+            size = self.corpus_size if split == TRAIN else self.val_size
+            noises = self.noise_corpus_size if split == TRAIN else self.val_size
+            spec = corpus.Spec(
+                self.seed, split, self.sample_rate, self.clip_length, size, noises if self.families else 0,
+                tuple(self.families), self.p_modulate, self.p_reverb,
+            )  # fmt: skip
+            self._corpora[split] = corpus.corpus(spec, self.cache_dir)
+        return self._corpora[split]
 
     def examples(self, split: int, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         """A batch of examples: per-example draws, then one vectorised mix for all of them
@@ -106,39 +90,37 @@ class SyntheticSpeech:
         nz = np.empty_like(clean)
         snr = np.empty(len(indices), np.float32)
         level = np.empty_like(snr)
+        clips = self.corpus(split)
         for row, index in enumerate(indices):
             rng = np.random.default_rng([self.seed, split, _MIX, int(index)])
             if split == TRAIN:
                 u, v = int(rng.integers(self.corpus_size)), int(rng.integers(self.noise_corpus_size))
             else:
                 u = v = int(index)
-            c = self._clip(split, _CLEAN, u)
+            c = clips.clean[u]
             start = int(rng.integers(0, len(c) - n + 1))
             clean[row] = c[start : start + n]
             if self.families:
-                w = self._clip(split, _NOISE, v)
+                w = clips.noise[v]
                 start = int(rng.integers(0, len(w) - n + 1))
                 nz[row] = w[start : start + n]
                 snr[row] = rng.uniform(*self.snr_db)
                 level[row] = rng.uniform(*self.level_db)
-        clean_rms = np.sqrt(np.mean(clean**2, axis=1, keepdims=True)) + 1e-8
         if not self.families:
-            clean = torch.from_numpy(clean / clean_rms * 0.05)
+            clean = torch.from_numpy(clean / (np.sqrt(np.mean(clean**2, axis=1, keepdims=True)) + 1e-8) * 0.05)
             return [{"clean": x} for x in clean]
-        noise_rms = np.sqrt(np.mean(nz**2, axis=1, keepdims=True)) + 1e-8
-        noisy = clean + nz * (clean_rms / noise_rms) * 10 ** (-snr[:, None] / 20)
-        # Same gain on both so the pair stays aligned in level; keep the mixture unclipped.
-        gain = np.minimum(10 ** (level[:, None] / 20) / clean_rms, 0.99 / (np.abs(noisy).max(axis=1, keepdims=True) + 1e-12))
-        noisy, clean = torch.from_numpy(noisy * gain), torch.from_numpy(clean * gain)
-        return [{"noisy": a, "clean": b} for a, b in zip(noisy, clean)]
+        noisy, clean = mix(clean, nz, snr, level)  # in place: clean and nz are this batch's own buffers
+        return [{"noisy": a, "clean": b} for a, b in zip(torch.from_numpy(noisy), torch.from_numpy(clean))]
 
     def example(self, split: int, index: int) -> dict[str, torch.Tensor]:
         return self.examples(split, [index])[0]
 
     def train(self) -> Dataset:
+        self.corpus(TRAIN)  # now, in the main process: loader workers and DDP ranks then share it
         return Split(self, TRAIN, None)
 
     def valid(self) -> Dataset:
+        self.corpus(VALID)
         return Split(self, VALID, self.val_size)
 
 
