@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## the default job: speech enhancement on the embedded dataset
 	$(PY) -m trainer $(ARGS)
 
-test: $(STAMP)  ## the test suite, on CPU, one pytest-xdist worker per core (at most 4)
-	$(PY) -m pytest -q -n auto --maxprocesses=4 $(ARGS)
+test: $(STAMP)  ## the test suite, on CPU, one pytest-xdist worker per core (at most 4), longest tests first
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal $(ARGS)
 
 bench: $(STAMP)  ## engine overhead and data throughput
 	$(PY) -m sweeps.bench_engine
