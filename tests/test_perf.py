@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from tests.conftest import ROOT, TINY, cli, compose_cfg
 from tests.helpers import poison_step, train_quietly
 from trainer.engine import train_step
 from trainer.history import TIME_PARTS
-from trainer.perf import ShapeGuard
+from trainer.perf import ISA_CAPS, ShapeGuard, isolate_compile_cache
 from trainer.run import assemble
 
 SWEEP_TINY = [*TINY, "trainer.steps_per_epoch=6", "trainer.warmup_steps=2", "trainer.log_every=2"]
@@ -129,6 +130,25 @@ def test_shape_guard_warns_once_when_shapes_change(caplog):
     quiet.check({"noisy": torch.zeros(2, 1)})
     quiet.check({"noisy": torch.zeros(2, 3)})
     assert not quiet.warned
+
+
+def test_a_process_with_capped_cpu_kernels_compiles_into_its_own_cache(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    for k in (*ISA_CAPS, "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    isolate_compile_cache()  # uncapped: inductor's own default
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    dirs = {}
+    for cap in ("avx2", "avx512"):
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", cap)
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        isolate_compile_cache()
+        dirs[cap] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert len({default_cache_dir(), *dirs.values()}) == 3  # one cache per kernel set
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    isolate_compile_cache()  # the user's own choice stands
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
 
 
 def test_compiled_model_trains_on_cpu(tmp_path):

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -78,11 +80,35 @@ def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: tor
     trained = ddp if ddp is not None else model
     # 5. compile
     if compile_cfg.enabled:
+        isolate_compile_cache()
         torch._dynamo.reset()  # forget graphs compiled by an earlier job in this process
         trained = torch.compile(
             trained, mode=compile_cfg.mode.value, fullgraph=compile_cfg.fullgraph, dynamic=compile_cfg.dynamic
         )
     return trained, model, loss, prec, ddp
+
+
+# Environment variables that change which CPU kernels ATen, oneDNN and MKL run but that
+# inductor's on-disk cache does not key on (torch 2.14).
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def isolate_compile_cache() -> None:
+    """Give a process whose CPU kernels are capped (ISA_CAPS) an inductor cache of its own.
+
+    Inductor's cache key misses these variables: a graph compiled under
+    ATEN_CPU_CAPABILITY=avx2 and then loaded by an uncapped process corrupted the heap
+    (glibc "free(): invalid pointer", Xeon with AMX), and the reverse trained to NaN (Zen 4).
+    An explicit TORCHINDUCTOR_CACHE_DIR is the user's choice and is left alone.
+    """
+    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
+    if not caps or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    tag = hashlib.sha1(repr(sorted(caps.items())).encode()).hexdigest()[:10]
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}-isa-{tag}"
+    log.info("CPU kernels capped (%s): inductor cache %s", caps, os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 class ShapeGuard:
