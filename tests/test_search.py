@@ -259,3 +259,16 @@ def test_search_killed_mid_trial_and_rerun_completes_without_repeats(tmp_path):
     assert len(set(params)) == len(params)  # no parameter set tried twice
     assert (tmp_path / "killed" / "trial_0000" / "summary.json").read_text() == first_done  # not overwritten
     assert len({t.user_attrs["run_dir"] for t in counted}) == 3
+
+
+def test_a_run_that_does_not_search_never_imports_optuna():
+    """Hydra imports every plugin module at start-up: the sweeper's must stay light (Optuna
+    and its scikit-learn cost ~2 s per process; the sweep loop lives in _impl)."""
+    code = (
+        "import sys; from trainer.config import register; register();"
+        "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
+        "names = [p.__name__ for p in Plugins.instance().discover(Sweeper)];"
+        "assert 'TrainerOptunaSweeper' in names, names; assert 'optuna' not in sys.modules; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]

@@ -22,29 +22,14 @@ launcher set-up) and replaces its sweep loop to close three known gaps:
 
 # No `from __future__ import annotations` here: Hydra executes plugin modules before
 # registering them in sys.modules, and dataclasses then cannot resolve string annotations.
-import json
-import logging
-import math
-import threading
-import time
+# Hydra imports this module in every run to find its plugins; Optuna is imported only by
+# _impl (a module Hydra's scan skips, as its name starts with "_") when a search starts.
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
 
-import optuna
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
-from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
-
-from trainer.trial import open_storage
-
-log = logging.getLogger(__name__)
-
-EXCLUDED = ("stale", "duplicate_of", "surplus", "aborted")  # user attrs of FAIL trials that do not count
+from omegaconf import DictConfig
 
 
 @dataclass
@@ -59,218 +44,6 @@ class TrainerOptunaSweeperConf(OptunaSweeperConf):
 ConfigStore.instance().store(group="hydra/sweeper", name="trainer_optuna", node=TrainerOptunaSweeperConf, provider="audio-sweeps")
 
 
-def counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a finished trial uses up the budget: killed, duplicate and surplus draws do not."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and not any(k in trial.user_attrs for k in EXCLUDED)
-
-
-class Heartbeat:
-    """Records a heartbeat for the trials in flight until stopped (a daemon thread)."""
-
-    def __init__(self, storage, trial_ids: list[int], interval: int):
-        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self.done.wait(self.interval):
-            for trial_id in self.trial_ids:
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception as err:  # a missed beat must not kill the sweep
-                    log.warning("heartbeat for trial id %s failed: %s", trial_id, err)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.thread.join()
-
-
-class ResilientSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *args, heartbeat_interval: int, grace_period: int, max_duplicate_draws: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self.max_duplicate_draws = max_duplicate_draws
-
-    # -- study bookkeeping ------------------------------------------------------------
-    def _fail_stale(self, study: optuna.Study, storage) -> None:
-        stale = storage._get_stale_trial_ids(study._study_id)
-        for trial_id in stale:
-            study._storage.set_trial_user_attr(trial_id, "stale", True)
-            study._storage.set_trial_user_attr(trial_id, "reason", f"no heartbeat for over {self.grace_period} s: its sweeper or job was killed")
-            study._storage.set_trial_state(trial_id, TrialState.FAIL)
-        if stale:
-            numbers = sorted(study._storage.get_trial(i).number for i in stale)
-            log.warning("marked %d stale RUNNING trial(s) as FAIL: %s", len(stale), numbers)
-
-    def _in_budget(self, study: optuna.Study) -> int:
-        trials = study.get_trials(deepcopy=False)
-        return sum(counted(t) for t in trials) + sum(t.state == TrialState.RUNNING for t in trials)
-
-    def _ask(self, study, distributions, fixed) -> Optional[optuna.trial.Trial]:
-        """A trial with a parameter set not tried before, or None when the budget is spent."""
-        for _ in range(self.max_duplicate_draws + 1):
-            trial = study.ask()
-            study._storage.record_heartbeat(trial._trial_id)
-            previous = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
-            if sum(counted(t) or t.state == TrialState.RUNNING for t in previous) >= self.n_trials:
-                # another worker took the last slot between our count and our ask
-                study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
-                study.tell(trial, state=TrialState.FAIL)
-                return None
-            try:
-                # The released _configure_trials also copies every fixed override into a
-                # user attribute: one database commit each, per trial; the run directory's
-                # .hydra/overrides.yaml already records them.
-                for name, distribution in distributions.items():
-                    trial._suggest(name, distribution)
-                if self.custom_search_space_extender:
-                    self.custom_search_space_extender(self.config, trial)
-            except ValueError as err:  # e.g. a parameter's distribution changed since the study began
-                study._storage.set_trial_user_attr(trial._trial_id, "aborted", str(err))
-                study.tell(trial, state=TrialState.FAIL)
-                raise ValueError(
-                    f"study {study.study_name!r}: this search space does not fit the trials already in it ({err}). "
-                    "Start a new study (hydra.sweeper.study_name=...) or restore the search space."
-                ) from None
-            twin = next((t for t in previous if t.params and t.params == trial.params and "duplicate_of" not in t.user_attrs), None)
-            if twin is None:
-                return trial
-            study._storage.set_trial_user_attr(trial._trial_id, "duplicate_of", twin.number)
-            study.tell(trial, state=TrialState.FAIL)
-            log.info("trial %d repeated trial %d's parameters; drawing again", trial.number, twin.number)
-        raise RuntimeError(f"{self.max_duplicate_draws + 1} draws in a row repeated tried parameters: the search space looks exhausted")
-
-    def _link(self, study: optuna.Study, trial: optuna.trial.Trial) -> list[str]:
-        """The overrides that tell a job which trial it is."""
-        return [
-            f"optuna.storage='{self.storage}'",
-            f"optuna.study_name='{study.study_name}'",
-            f"optuna.trial_id={trial._trial_id}",
-            f"optuna.trial_number={trial.number}",
-        ]
-
-    @staticmethod
-    def _outcome(ret) -> dict[str, Any]:
-        """The job's summary.json. Read from the run directory rather than from the
-        trial's user attributes: this process's Optuna storage caches trials, and the
-        job wrote those attributes from another process."""
-        try:
-            return json.loads((Path(ret.hydra_cfg.hydra.runtime.output_dir) / "summary.json").read_text())
-        except (AttributeError, OSError, ValueError):
-            return {}
-
-    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret, n_directions: int) -> bool:
-        """Record one job's outcome; returns True when it counts as a failure."""
-        outcome = self._outcome(ret)
-        status = outcome.get("status")
-        if ret.status == JobStatus.FAILED:
-            err = ret._return_value
-            reason = f"{type(err).__name__}: {err}"
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", trial.number, reason)
-            return True
-        if status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-            log.info("trial %d pruned: %s", trial.number, outcome.get("reason"))
-            return False
-        values = ret.return_value if n_directions > 1 else [ret.return_value]
-        try:
-            values = [float(v) for v in values]
-        except (TypeError, ValueError):
-            values = []
-        if status == "diverged" or len(values) != n_directions or not all(math.isfinite(v) for v in values):
-            reason = outcome.get("reason") or f"returned {ret.return_value!r}"
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            log.warning("trial %d failed (%s): %s", trial.number, status or "bad value", reason)
-            return True
-        study.tell(trial, state=TrialState.COMPLETE, values=values)
-        return False
-
-    # -- the loop -------------------------------------------------------------------------
-    def sweep(self, arguments: list[str]) -> None:
-        assert self.config is not None and self.launcher is not None
-        self._process_searchspace_config()
-        distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
-        for name in fixed:
-            distributions.pop(name, None)
-        if isinstance(self.sampler, __import__("functools").partial):
-            raise ValueError("hydra/sweeper/sampler=grid is not supported by trainer_optuna; use the released `optuna` sweeper")
-        if str(self.storage).startswith("sqlite:///"):
-            Path(str(self.storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        directions = self._get_directions()
-        storage = open_storage(str(self.storage), self.heartbeat_interval, self.grace_period)
-        study = optuna.create_study(
-            study_name=self.study_name, storage=storage, sampler=self.sampler, directions=directions, load_if_exists=True
-        )
-        self._fail_stale(study, storage)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        # resolved, for `python -m sweeps.report <sweep dir>` and for people
-        OmegaConf.save(
-            OmegaConf.create({"storage": str(self.storage), "study_name": study.study_name, "n_trials": self.n_trials, "directions": directions}),
-            sweep_dir / "study.yaml",
-        )
-        done = sum(counted(t) for t in study.get_trials(deepcopy=False))
-        if done:
-            self.sampler.reseed_rng()  # a resumed sampler must not replay the first invocation's draws
-        log.info(
-            "study %r in %s: %d of %d trials done, sampler %s, directions %s",
-            study.study_name, self.storage, done, self.n_trials, type(self.sampler).__name__, directions,
-        )  # fmt: skip
-        failures = 0
-        while True:
-            slots = min(self.n_jobs, self.n_trials - self._in_budget(study))
-            if slots <= 0:
-                break
-            trials = []
-            for _ in range(slots):
-                start = time.perf_counter()
-                trial = self._ask(study, distributions, fixed)
-                if trial is not None:
-                    trials.append(trial)
-                    # the search's own cost for this trial (sampling, storage), beside the job's
-                    study._storage.set_trial_system_attr(trial._trial_id, "sampler_seconds", time.perf_counter() - start)
-            if not trials:
-                break
-            overrides = [
-                tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()) + tuple(self._link(study, trial))
-                for trial in trials
-            ]
-            with Heartbeat(storage, [t._trial_id for t in trials], self.heartbeat_interval):
-                returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            for trial, ret in zip(trials, returns):
-                failures += self._tell(study, trial, ret, len(directions))
-            if failures > self.max_failure_rate * self.n_trials:
-                raise RuntimeError(
-                    f"{failures} failed trials in this sweep, more than max_failure_rate={self.max_failure_rate} "
-                    f"x n_trials={self.n_trials}; the study keeps them (see their 'reason' user attribute)"
-                )
-        self._save_results(study, directions)
-
-    def _save_results(self, study: optuna.Study, directions: list[str]) -> None:
-        finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        if not finished:
-            log.warning("no trial of study %r completed", study.study_name)
-            return
-        if len(directions) == 1:
-            best = study.best_trial
-            results: dict[str, Any] = {"name": "optuna", "best_params": best.params, "best_value": best.value}
-            log.info("best value %s with %s (trial %d)", best.value, best.params, best.number)
-        else:
-            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
-            log.info("%d Pareto-optimal trials", len(study.best_trials))
-        OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
-
-
 class TrainerOptunaSweeper(Sweeper):
     """The Hydra-facing plugin class (hydra.sweeper._target_)."""
 
@@ -280,6 +53,8 @@ class TrainerOptunaSweeper(Sweeper):
     ) -> None:  # fmt: skip
         if storage is None or study_name is None:
             raise ValueError("hydra.sweeper.storage and hydra.sweeper.study_name must be set: a study has to persist to resume")
+        from hydra_plugins.trainer_optuna_sweeper._impl import ResilientSweeperImpl
+
         self.sweeper = ResilientSweeperImpl(
             sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, search_space,
             custom_search_space, params,
