@@ -49,7 +49,10 @@ TINY_TRANSDUCER = [
     "model.joint=8",
 ]
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One pytest-xdist worker per core already fills the machine: more threads per worker only
+# oversubscribe it (OpenMP threads then spin against each other). CLI runs get the same.
+THREADS = str(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+torch.set_num_threads(int(THREADS))
 # Rendered corpora go to a folder of this test process, never to the checkout's outputs/
 # (CLI runs inherit it; tests of the cache pass their own folder).
 os.environ["TRAINER_CACHE_DIR"] = tempfile.mkdtemp(prefix="trainer-test-cache-")
@@ -82,7 +85,7 @@ def compose_cfg(*overrides: str):
 
 def cli(*args: str, timeout: float = 300, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m trainer ...` from the repo root, as a user would (in `env`, default ours)."""
-    env = {**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}
+    env = {**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": THREADS}
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

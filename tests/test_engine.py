@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, before_and_after_one_epoch, cli, compose_cfg, scalars
+from tests.conftest import ROOT, THREADS, TINY, before_and_after_one_epoch, cli, compose_cfg, scalars
 
 
 @pytest.mark.parametrize("model", ["conv", "lstm"])
@@ -28,7 +28,7 @@ RESUME = [*TINY, "trainer.epochs=2", "trainer.steps_per_epoch=6", "trainer.check
 
 def _kill_at_step(run_dir, step: int, sig: int = signal.SIGKILL) -> int:
     """Send `sig` when the run logs `step`; returns the exit status."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": THREADS}
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", *RESUME, f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

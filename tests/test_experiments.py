@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, THREADS, cli
 from trainer.checkpoint import load
 
 # conv depth 3 with stride 4 needs >= 64 samples; everything else as small as it goes
@@ -48,7 +48,7 @@ def voicebank(root, files: int = 4):
 def evaluate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "trainer.evaluate", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "OMP_NUM_THREADS": THREADS},
     )  # fmt: skip
 
 

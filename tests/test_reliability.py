@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, cli, compose_cfg
+from tests.conftest import ROOT, THREADS, TINY, cli, compose_cfg
 from tests.helpers import poison_step, train_quietly
 from trainer.checkpoint import Checkpointer, CheckpointError, atomic_write, load, restore
 from trainer.engine import train
@@ -174,7 +174,7 @@ def test_file_size_limit_during_a_run_exits_non_zero_keeping_last(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=small_files,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "OMP_NUM_THREADS": THREADS},
     )  # fmt: skip
     assert proc.returncode != 0
     assert f"could not write {run_dir / 'checkpoints' / 'last.pt'}" in proc.stderr

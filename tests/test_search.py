@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, THREADS, cli
 
 optuna = pytest.importorskip("optuna")
 
@@ -238,7 +238,7 @@ def test_search_killed_mid_trial_and_rerun_completes_without_repeats(tmp_path):
         f"hydra.sweep.dir={tmp_path}/killed", "hydra.sweeper.n_trials=3", "hydra.sweeper.grace_period=1",
         "hydra.sweeper.heartbeat_interval=1", "model.layers=1", "trainer.batch_size=2",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": THREADS}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         if "trial_0001" in line and "training" in line:  # the second trial has started
