@@ -1,0 +1,29 @@
+"""Refactors change no result: a fixed short job of each task reproduces its golden record
+(tests/golden/, written before the redesign of issue 17 by `python -m tests.golden`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.golden import HERE, JOBS, record
+
+# Bit-identical on the CPU the records were taken on. Another CPU's kernels (AVX2 instead of
+# AVX-512, another oneDNN path) round differently, and 8 optimizer steps carry that forward:
+# the tolerance covers it and nothing more (a changed formula moves a loss by far more).
+RTOL = 1e-4
+
+
+@pytest.mark.parametrize("task", sorted(JOBS))
+def test_a_fixed_job_reproduces_its_golden_record(task, tmp_path):
+    want = json.loads((HERE / f"{task}.json").read_text())
+    got = record(task, tmp_path / task)
+    assert got["status"] == want["status"] == "completed"
+    assert got["overrides"] == want["overrides"]
+    assert len(got["train_loss"]) == len(want["train_loss"])
+    assert got["train_loss"] == pytest.approx(want["train_loss"], rel=RTOL)
+    assert sorted(got["final_val"]) == sorted(want["final_val"])
+    for tag, value in want["final_val"].items():
+        if not tag.startswith("perf/"):
+            assert got["final_val"][tag] == pytest.approx(value, rel=RTOL, abs=1e-6), tag
