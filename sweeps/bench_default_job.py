@@ -18,7 +18,6 @@ its caches. Nothing here is a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from trainer.history import TIME_PARTS as PARTS
+from trainer import summary as run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
@@ -58,7 +58,7 @@ def run_once(overrides: list[str], env: dict[str, str], cache: Path) -> tuple[fl
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             sys.exit(f"the job failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        return wall, json.loads((run_dir / "summary.json").read_text())
+        return wall, run_summary.read(run_dir)
 
 
 def main(argv: list[str]) -> None:

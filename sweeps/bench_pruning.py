@@ -13,7 +13,6 @@ pruning for a best value within that noise. Also the sweeper's own time per tria
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from trainer import summary as run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 def study_run(tmp: Path, name: str, pruner: str, seed: int, trials: int, reduction: int) -> dict:
@@ -39,7 +39,7 @@ def study_run(tmp: Path, name: str, pruner: str, seed: int, trials: int, reducti
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=storage)
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    epochs = sum(json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())["epochs"] for t in done)
+    epochs = sum(run_summary.read(Path(t.user_attrs["run_dir"]))["epochs"] for t in done)
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
     sampler = [t.system_attrs.get("sampler_seconds", 0.0) for t in done]
     return {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from sweeps import speech_testset
 from trainer.evaluate import load_model, means, paired_files, score
+from trainer import summary as run_summary
 
 
 def main(argv: list[str]) -> None:
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     model, cfg = load_model(args.run, torch.device("cpu"))
     rows = score(model, paired_files(args.data), int(cfg.data.sample_rate), torch.device("cpu"))
     overall = means(rows)
-    summary = json.loads((args.run / "summary.json").read_text()) if (args.run / "summary.json").is_file() else {}
+    summary = run_summary.read(args.run) or {}
     final = summary.get("final_metrics", {})
 
     print(f"## Speech transfer: {args.run} on {args.data} ({overall['files']} files)\n")

@@ -15,7 +15,6 @@ Medians over repeats; results print as Markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from trainer import summary as run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -45,7 +45,7 @@ def first_step(tmp: Path, i: int) -> tuple[float, float]:
         [sys.executable, "-m", "trainer", "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.progress=none", f"hydra.run.dir={run_dir}"],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_summary.read(run_dir)
     return summary["loop_start_unix"] - launched, summary["first_step_unix"] - summary["loop_start_unix"]
 
 
@@ -53,7 +53,7 @@ def sweep(tmp: Path, name: str, jobs: int) -> tuple[float, float]:
     sweep_dir = tmp / name
     seeds = ",".join(str(s) for s in range(jobs))
     total = wall([sys.executable, "-m", "trainer", "-m", f"trainer.seed={seeds}", *TINY, f"hydra.sweep.dir={sweep_dir}"])
-    own = sum(json.loads(p.read_text())["job_seconds"] for p in sweep_dir.glob("*/summary.json"))
+    own = sum(run_summary.read(p.parent)["job_seconds"] for p in sweep_dir.glob("*/summary.json"))
     return total, own
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from trainer import summary as run_summary
+
 # Dense peak FLOP/s by device and math mode (vendor datasheets, SXM parts).
 PEAK_FLOPS = {
     "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},
@@ -50,7 +52,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.summary["status"] if self.summary else "unfinished"
+        return str(self.summary["status"]) if self.summary else "unfinished"
 
     def get(self, key: str) -> Any:
         value = (self.summary or {}).get(key)
@@ -76,7 +78,7 @@ def load_runs(sweep_dir: Path) -> list[Run]:
             Run(
                 path=job,
                 overrides=dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o),
-                summary=_read_json(job / "summary.json"),
+                summary=run_summary.read(job),
                 history=_read_json(job / "history.json") or [],
                 config=config,
             )

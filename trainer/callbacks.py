@@ -74,20 +74,21 @@ class SummariseSweep(Callback):
 
 
 def summarise(sweep_dir: str) -> None:
-    import json
     from pathlib import Path
+
+    from trainer import summary
 
     jobs = sorted(p.parent for p in Path(sweep_dir).glob("*/.hydra"))
     if not jobs:
         return
     rows, bad = [], 0
     for job in jobs:
-        try:
-            s = json.loads((job / "summary.json").read_text())
-            status, reason = s.get("status"), s.get("reason") or ""
-        except (OSError, ValueError):
-            status, reason = "no summary", "the job ended before writing summary.json"
-        bad += status in ("failed", "diverged", "interrupted", "no summary")
+        s = summary.read(job)
+        if s is not None:
+            status, reason, failed = str(s["status"]), s.get("reason") or "", s["status"].bad
+        else:
+            status, reason, failed = "no summary", "the job ended before writing summary.json", True
+        bad += failed
         rows.append(f"  {status:13s} {job.name}" + (f"  ({reason})" if reason else ""))
     head = f"multirun summary: {len(jobs)} jobs, {len(jobs) - bad} fine, {bad} failed or incomplete ({sweep_dir})"
     print("\n".join([head, *rows]), file=sys.stderr, flush=True)

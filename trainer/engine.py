@@ -27,6 +27,7 @@ from trainer.diagnostics import GradientDiagnostics, Probe
 from trainer.distributed import Dist, no_sync
 from trainer.perf import Precision, ShapeGuard
 from trainer.schedules import Schedule
+from trainer.status import Status
 from trainer.tasks import Task
 
 log = logging.getLogger("trainer")
@@ -240,10 +241,10 @@ def record_validation(p: Parts, cfg: TrainerConfig, state: RunState, metrics: di
         " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != task.monitor),
     )  # fmt: skip
     if es.enabled and state.bad_epochs >= es.patience:
-        state.status = "early_stopped"
+        state.status = Status.EARLY_STOPPED
         state.reason = f"no improvement of {task.monitor} for {state.bad_epochs} validations"
     elif state.epoch >= cfg.epochs:
-        state.status = "completed"
+        state.status = Status.COMPLETED
     return improved
 
 
@@ -338,7 +339,7 @@ def train(
                     save_last()
                 if stop is not None and stop.agreed(p.dist):
                     window.check(state.step)
-                    state.status, state.reason = "interrupted", f"{stop.signal_name} after step {state.step}"
+                    state.status, state.reason = Status.INTERRUPTED, f"{stop.signal_name} after step {state.step}"
                     save_last()  # mid-epoch: a resume continues from this very step
                     p.dist.barrier()  # no rank exits (and gets its launcher to kill the others) before it is written
                     return state
@@ -353,7 +354,7 @@ def train(
             account_time()
             improved = record_validation(p, cfg, state, metrics, state.train_seconds)
             if trial is not None and trial.report(state.epoch, metrics[p.task.monitor]) and not state.finished:
-                state.status, state.reason = "pruned", f"pruned by the search's pruner after epoch {state.epoch}"
+                state.status, state.reason = Status.PRUNED, f"pruned by the search's pruner after epoch {state.epoch}"
                 log.info("trial %s %s", trial.number, state.reason)
             p.schedule.after_validation(metrics[p.task.monitor])
             val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): x for k, x in metrics.items()}, state.step)
@@ -372,7 +373,7 @@ def train(
             if state.finished:
                 break
     except Diverged as err:
-        state.status, state.reason = "diverged", str(err)
+        state.status, state.reason = Status.DIVERGED, str(err)
         log.error("run diverged: %s", err)
     account_time()
     return state

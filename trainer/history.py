@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint import atomic_write
+from trainer.status import Status
 
 
 # Where a run's wall time goes (summary.json "seconds"), in the order it is spent.
@@ -22,7 +23,7 @@ class RunState:
     best: float | None = None  # best value of the task's monitored metric
     best_epoch: int | None = None
     bad_epochs: int = 0  # validations since the last improvement (early stopping)
-    status: str = "running"  # running | completed | early_stopped | pruned | diverged | interrupted | failed
+    status: Status = Status.RUNNING
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per validation
     train_seconds: float = 0.0  # wall time in training and validation, summed over resumes
@@ -32,14 +33,15 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "early_stopped", "pruned", "diverged")
+        return Status(self.status).finished
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # plain types only: checkpoints are loaded with weights_only=True, which refuses classes
+        return {**asdict(self), "status": Status(self.status).value}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunState:
-        return cls(**d)
+        return cls(**{**d, "status": Status(d["status"])})
 
 
 def _jsonable(obj: Any) -> Any:

@@ -9,7 +9,6 @@ import math
 import os
 import platform
 import random
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ from trainer.perf import ShapeGuard, uses_cuda_graphs
 from trainer.tasks import AudioTask
 from trainer.signals import PREEMPT, GracefulStop, Interrupted
 from trainer.trial import TrialLink
-from trainer.history import TIME_PARTS, RunState, write_json
+from trainer.history import RunState
+from trainer.status import Status
+from trainer import summary
 from trainer.data.augment import Augmented
 from trainer.data.loader import train_loader, valid_loader
 from trainer.loggers import NullLogger, Progress, TensorBoardLogger
@@ -45,7 +46,7 @@ def seed_everything(seed: int) -> None:
 
 def objective(state: RunState, worst: float) -> float:
     """What a sweeper gets: the best monitored value, or the worst value, never NaN."""
-    if state.status == "diverged" or state.best is None:
+    if state.status == Status.DIVERGED or state.best is None:
         return worst
     return float(state.best)
 
@@ -124,6 +125,13 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None and main else None
     startup = process_age() if _FIRST_RUN[0] else 0.0
     _FIRST_RUN[0] = False
+    def finish(state: RunState, value: float) -> dict:
+        """The one place summary.json is written (rank 0), whatever the run's end."""
+        outcome = summary.build(cfg, state, parts, value, started, versions())
+        if main:
+            summary.write(run_dir, outcome)
+        return outcome
+
     try:
         parts = assemble(cfg)
         if startup is not None:
@@ -131,9 +139,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         state = train_or_resume(cfg, run_dir, parts, choices or {}, trial)
     except Interrupted as stopped:
         # `last` is written; the summary says so; the exit status tells a scheduler to requeue
-        outcome = summary(cfg, stopped.state, parts, math.nan, started)
-        if main:
-            write_json(run_dir / "summary.json", outcome)
+        finish(stopped.state, math.nan)
         log.warning("interrupted (%s) at step %d; `last` saved: rerun the same command to resume", stopped, stopped.state.step)
         if stopped.requeue is not None:  # submitit: resubmit this job (same run dir), which resumes
             log.warning("handing over to the launcher to requeue this job")
@@ -141,17 +147,13 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         raise SystemExit(stopped.exit_code) from None
     except Exception as err:
         # A crashed job still says so on disk: the sweep report lists it as failed.
-        state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
-        outcome = summary(cfg, state, parts, math.nan, started)
-        if main:
-            write_json(run_dir / "summary.json", outcome)
+        state.status, state.reason = Status.FAILED, f"{type(err).__name__}: {err}"
+        outcome = finish(state, math.nan)
         if trial is not None:
             trial.finish(outcome, str(run_dir))
         raise
     value = objective(state, parts.task.worst())
-    outcome = summary(cfg, state, parts, value, started)
-    if main:
-        write_json(run_dir / "summary.json", outcome)
+    outcome = finish(state, value)
     log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, parts.task.monitor, value, state.best_epoch, state.train_seconds)
     if trial is not None:
         trial.finish(outcome, str(run_dir))
@@ -169,13 +171,13 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     if source is not None:
         state = RunState.from_dict(restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config))
         log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
-    if state.status == "completed" and state.epoch < t.epochs:
-        state.status = "running"  # a finished run resumed with a larger epoch budget
+    if state.status == Status.COMPLETED and state.epoch < t.epochs:
+        state.status = Status.RUNNING  # a finished run resumed with a larger epoch budget
     if state.finished:
         log.info("run already %s; nothing to do (best %s = %s)", state.status, task.monitor, state.best)
         return state
 
-    state.status = "running"
+    state.status = Status.RUNNING
     spent = state.speed.setdefault("seconds", {})  # summed over the run's processes (resumes)
     for key, value in parts.seconds.items():
         spent[key] = spent.get(key, 0.0) + value
@@ -221,56 +223,4 @@ def versions() -> dict[str, str | None]:
         "numpy": np.__version__,
         "cuda": torch.version.cuda,
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
-    }
-
-
-def speed_summary(speed: dict[str, Any], samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
-    """Median steady-state step time and what follows from it."""
-    out: dict[str, Any] = {k: speed.get(k) for k in ("warmup_seconds", "time_to_target", "steps_to_target", "peak_memory_mb")}
-    windows = speed.get("window_step_ms") or []
-    if windows:
-        step_ms = statistics.median(windows)
-        out.update(
-            step_ms=round(step_ms, 3),
-            samples_per_s=round(samples_per_step / (step_ms / 1000), 2),
-            data_wait=round(statistics.mean(speed["window_data_wait"]), 4),
-        )
-        if speed.get("warmup_seconds") is not None:
-            # what the warm-up cost beyond the same number of steady steps: compilation etc.
-            out["compile_seconds"] = round(max(0.0, speed["warmup_seconds"] - warmup_steps * step_ms / 1000), 3)
-    return out
-
-
-def summary(cfg: DictConfig, state: RunState, parts: Parts | None, value: float, started: float) -> dict[str, Any]:
-    last = state.history[-1] if state.history else {}
-    task = parts.task if parts else None
-    device = parts.device if parts else None
-    t = cfg.trainer
-    return {
-        "status": state.status,
-        "reason": state.reason,
-        "monitor": task.monitor if task else None,
-        "mode": task.mode if task else None,
-        "objective": value,
-        "best": state.best,
-        "best_epoch": state.best_epoch,
-        "final": last.get(task.monitor) if task else None,
-        "final_metrics": last,
-        "target": t.target,
-        "epochs": state.epoch,
-        "steps": state.step,
-        "train_seconds": round(state.train_seconds, 3),
-        # where the wall time went: startup (interpreter, imports, Hydra), build (model, loss,
-        # optimizer), datasets (corpus rendering, folder scans), steps, data (waiting for
-        # batches), validation (incl. slow_metrics: PESQ/STOI), logging, checkpoints
-        "seconds": {k: round(state.speed.get("seconds", {}).get(k, 0.0), 3) for k in TIME_PARTS},
-        "job_seconds": round(time.perf_counter() - started, 3),
-        **speed_summary(state.speed, t.batch_size * t.grad_accum, t.warmup_steps),
-        "batch_size": t.batch_size,
-        "grad_accum": t.grad_accum,
-        "loop_start_unix": state.speed.get("loop_start_unix"),
-        "first_step_unix": state.speed.get("first_step_unix"),
-        "precision_paths": parts.precision.paths if parts else {},
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu") if device else None,
-        "versions": versions(),
     }

@@ -3,7 +3,6 @@ so it is kept out of the plugin module that Hydra imports in every run: a run th
 not search pays nothing for it (about 2 s of start-up)."""
 
 # No `from __future__ import annotations`: see sweeper.py.
-import json
 import logging
 import math
 import threading
@@ -17,6 +16,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from trainer import summary
 from trainer.trial import open_storage
 
 log = logging.getLogger("hydra_plugins.trainer_optuna_sweeper.sweeper")
@@ -126,9 +126,10 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         trial's user attributes: this process's Optuna storage caches trials, and the
         job wrote those attributes from another process."""
         try:
-            return json.loads((Path(ret.hydra_cfg.hydra.runtime.output_dir) / "summary.json").read_text())
-        except (AttributeError, OSError, ValueError):
+            run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        except AttributeError:
             return {}
+        return summary.read(run_dir) or {}
 
     def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret, n_directions: int) -> bool:
         """Record one job's outcome; returns True when it counts as a failure."""

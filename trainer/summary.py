@@ -1,0 +1,89 @@
+"""A run's outcome, `summary.json`, built and written in one place
+(`trainer.run`) and read back through `read` by everything that looks at finished runs
+(the multirun callback, the sweep report, the Optuna sweeper, the benchmarks)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.history import TIME_PARTS, write_json
+from trainer.status import Status
+
+FILE = "summary.json"
+
+
+def read(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary, its `status` a `Status`; None if the run never wrote one (or it
+    cannot be read: writes are atomic, so that means it never finished writing)."""
+    try:
+        summary = json.loads((Path(run_dir) / FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") not in {s.value for s in Status}:
+        return None
+    summary["status"] = Status(summary["status"])
+    return summary
+
+
+def write(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / FILE, summary)
+
+
+def speed(speed: dict[str, Any], samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
+    """Median steady-state step time and what follows from it."""
+    out: dict[str, Any] = {k: speed.get(k) for k in ("warmup_seconds", "time_to_target", "steps_to_target", "peak_memory_mb")}
+    windows = speed.get("window_step_ms") or []
+    if windows:
+        step_ms = statistics.median(windows)
+        out.update(
+            step_ms=round(step_ms, 3),
+            samples_per_s=round(samples_per_step / (step_ms / 1000), 2),
+            data_wait=round(statistics.mean(speed["window_data_wait"]), 4),
+        )
+        if speed.get("warmup_seconds") is not None:
+            # what the warm-up cost beyond the same number of steady steps: compilation etc.
+            out["compile_seconds"] = round(max(0.0, speed["warmup_seconds"] - warmup_steps * step_ms / 1000), 3)
+    return out
+
+
+def build(cfg, state, parts, value: float, started: float, versions: dict[str, Any]) -> dict[str, Any]:
+    """summary.json of a run in `state` (`parts` is None when it failed before building)."""
+    import torch
+
+    last = state.history[-1] if state.history else {}
+    task = parts.task if parts else None
+    device = parts.device if parts else None
+    t = cfg.trainer
+    return {
+        "status": Status(state.status),
+        "reason": state.reason,
+        "monitor": task.monitor if task else None,
+        "mode": task.mode if task else None,
+        "objective": value,
+        "best": state.best,
+        "best_epoch": state.best_epoch,
+        "final": last.get(task.monitor) if task else None,
+        "final_metrics": last,
+        "target": t.target,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "train_seconds": round(state.train_seconds, 3),
+        # where the wall time went: startup (interpreter, imports, Hydra), build (model, loss,
+        # optimizer), datasets (corpus rendering, folder scans), steps, data (waiting for
+        # batches), validation (incl. slow_metrics: PESQ/STOI), logging, checkpoints
+        "seconds": {k: round(state.speed.get("seconds", {}).get(k, 0.0), 3) for k in TIME_PARTS},
+        "job_seconds": round(time.perf_counter() - started, 3),
+        **speed(state.speed, t.batch_size * t.grad_accum, t.warmup_steps),
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "loop_start_unix": state.speed.get("loop_start_unix"),
+        "first_step_unix": state.speed.get("first_step_unix"),
+        "precision_paths": parts.precision.paths if parts else {},
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu") if device else None,
+        "versions": versions,
+    }
