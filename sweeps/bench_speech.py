@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from sweeps import speech_testset
-from trainer.evaluate import load_model, means, paired_files, score
 from trainer import summary as run_summary
+from trainer.evaluate import load_model, means, paired_files, score
 
 
 def main(argv: list[str]) -> None:

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from trainer import summary as run_summary
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import TINY, TINY_TRANSDUCER, cli, compose_cfg, options
+from trainer import config
 from trainer.config import ConfigError, validate
 from trainer.engine import evaluate, train_step
 from trainer.run import assemble
 
-GROUPS = ["task", "data", "augment", "model", "optim", "sched", "loss", "precision"]
+GROUPS = [g for g in config.GROUPS if g != "compile"]  # compile's options: tests/test_perf.py
 # folder datasets need folders on disk: tests/test_folder_data.py builds them
 NEEDS_FILES = {"folder_pairs", "folder_mix"}
 # options of the transducer task, built in its context; audio augmentation does not apply to it

@@ -21,6 +21,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from trainer.config import RESULT_NEUTRAL
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -153,13 +155,12 @@ def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) 
     }
 
 
-# Keys that may differ between a checkpoint and the run resuming it: they change where or
-# how visibly a run happens, not what it computes; and `trainer.epochs`, to train a run
-# longer (the LR schedule is then laid out over the new total).
+# Keys that may differ between a checkpoint and the run resuming it: the result-neutral
+# ones, what only logs or measures, and `trainer.epochs`, to train a run longer (the LR
+# schedule is then laid out over the new total).
 RESUMABLE_DIFFERENCES = (
-    "trainer.device", "trainer.num_workers", "trainer.progress", "trainer.log_every",
-    "trainer.checkpoint_every", "trainer.epochs", "trainer.warmup_steps", "trainer.target",
-    "resume", "profile", "profiler", "optuna", "data.cache_dir",
+    *RESULT_NEUTRAL, "trainer.log_every", "trainer.checkpoint_every", "trainer.epochs",
+    "trainer.warmup_steps", "trainer.target", "profile", "profiler", "optuna",
 )  # fmt: skip
 
 

@@ -187,6 +187,17 @@ class Config:
 _INSTANTIATE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
+# The config groups, in the order a run builds them; the first seven name components by
+# `_target_` (checked by `validate`), all of them are a run's choices (hparams, reports).
+COMPONENT_GROUPS = ("task", "data", "augment", "model", "optim", "sched", "loss")
+GROUPS = (*COMPONENT_GROUPS, "precision", "compile")
+
+# Settings that change where or how visibly a run happens, not what it computes: they do
+# not change a run's directory name (conf/config.yaml `exclude_keys`, through the
+# `result_neutral` resolver) and may differ when a checkpoint is resumed (checkpoint.py).
+RESULT_NEUTRAL = ("resume", "trainer.device", "trainer.num_workers", "trainer.progress", "data.cache_dir")
+
+
 def register() -> None:
     """Store the schemas and resolvers Hydra needs; idempotent, cheap, done before compose."""
     ConfigStore.instance().store(name="schema", node=Config)
@@ -197,6 +208,7 @@ def register() -> None:
     # `${plus:${data.vocab},1}`: the transducer's classes are the data's tokens plus blank
     OmegaConf.register_new_resolver("plus", lambda a, b: int(a) + int(b), replace=True)
     # `trial_${zfill:${optuna.trial_number},4}`: search job directories that sort
+    OmegaConf.register_new_resolver("result_neutral", lambda: list(RESULT_NEUTRAL), replace=True)
     OmegaConf.register_new_resolver("zfill", lambda n, width: str(n).zfill(int(width)), replace=True)
     # The Optuna sweeper plugin lives in sweeps/plugins/hydra_plugins/; Hydra finds plugins in
     # the `hydra_plugins` namespace package, so that folder joins it (before Hydra scans).
@@ -269,7 +281,7 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(job, resolve=False))
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config: {err}") from None
-    for group in ("task", "data", "augment", "model", "optim", "sched", "loss"):
+    for group in COMPONENT_GROUPS:
         _check_targets(job._get_node(group), group)
     t, p = job.trainer, job.precision
     positive = ["epochs", "batch_size", "grad_accum", "val_batch_size", "log_every"]

@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader
 
 from trainer.checkpoint import Checkpointer, snapshot
 from trainer.config import TrainerConfig
-from trainer.history import RunState, write_json
-from trainer.loggers import Logger, Progress
 from trainer.data.loader import EpochSampler
 from trainer.diagnostics import GradientDiagnostics, Probe
 from trainer.distributed import Dist, no_sync
+from trainer.history import RunState, write_json
+from trainer.loggers import Logger, Progress
 from trainer.perf import Precision, ShapeGuard
 from trainer.schedules import Schedule
 from trainer.status import Status

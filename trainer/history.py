@@ -11,7 +11,6 @@ from typing import Any
 from trainer.checkpoint import atomic_write
 from trainer.status import Status
 
-
 # Where a run's wall time goes (summary.json "seconds"), in the order it is spent.
 TIME_PARTS = ("startup", "build", "datasets", "steps", "data", "validation", "slow_metrics", "logging", "checkpoints")
 

@@ -28,7 +28,8 @@ def _at(x: torch.Tensor | np.ndarray, sr: int, target: int) -> np.ndarray:
 
 def pesq(reference, degraded, sample_rate: int, mode: str = "wb") -> float:
     """PESQ MOS-LQO; NaN when PESQ cannot score the pair (no speech found, too short)."""
-    from pesq import PesqError, pesq as _pesq
+    from pesq import PesqError
+    from pesq import pesq as _pesq
 
     rate = 16000 if mode == "wb" else 8000
     try:

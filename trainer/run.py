@@ -17,23 +17,30 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import distributed, perf
-from trainer.build import build_augment, build_data, build_loss, build_model, build_optimizer, build_schedule, build_task
+from trainer import distributed, perf, summary
+from trainer.build import (
+    build_augment,
+    build_data,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    build_task,
+)
 from trainer.checkpoint import Checkpointer, load, restore
-from trainer.config import ConfigError, validate
+from trainer.config import GROUPS, ConfigError, validate
+from trainer.data.augment import Augmented
+from trainer.data.loader import train_loader, valid_loader
 from trainer.diagnostics import GradientDiagnostics
 from trainer.distributed import Dist
 from trainer.engine import Parts, train
-from trainer.perf import ShapeGuard, uses_cuda_graphs
-from trainer.tasks import AudioTask
-from trainer.signals import PREEMPT, GracefulStop, Interrupted
-from trainer.trial import TrialLink
 from trainer.history import RunState
-from trainer.status import Status
-from trainer import summary
-from trainer.data.augment import Augmented
-from trainer.data.loader import train_loader, valid_loader
 from trainer.loggers import NullLogger, Progress, TensorBoardLogger
+from trainer.perf import ShapeGuard, uses_cuda_graphs
+from trainer.signals import PREEMPT, GracefulStop, Interrupted
+from trainer.status import Status
+from trainer.tasks import AudioTask
+from trainer.trial import TrialLink
 
 log = logging.getLogger("trainer")
 
@@ -53,7 +60,7 @@ def objective(state: RunState, worst: float) -> float:
 
 def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     """Chosen options plus the numbers people sweep, for TensorBoard's HParams view."""
-    hp: dict[str, Any] = {g: str(choices[g]) for g in ("task", "data", "augment", "model", "optim", "sched", "loss", "precision", "compile") if g in choices}
+    hp: dict[str, Any] = {g: str(choices[g]) for g in GROUPS if g in choices}
     for key in ("optim.lr", "optim.weight_decay", "trainer.batch_size", "trainer.grad_accum", "trainer.epochs", "trainer.seed"):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, (int, float)):
