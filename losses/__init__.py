@@ -7,4 +7,12 @@ from losses.spectral import MultiResolutionSTFTLoss
 from losses.transducer import RNNTLoss
 from losses.waveform import L1Loss, SISDRLoss
 
-__all__ = ["ClippingPenalty", "Composite", "L1Loss", "LoudnessNormalized", "MultiResolutionSTFTLoss", "RNNTLoss", "SISDRLoss"]
+__all__ = [
+    "ClippingPenalty",
+    "Composite",
+    "L1Loss",
+    "LoudnessNormalized",
+    "MultiResolutionSTFTLoss",
+    "RNNTLoss",
+    "SISDRLoss",
+]

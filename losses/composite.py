@@ -21,9 +21,7 @@ class Composite(nn.Module):
         if not terms:
             raise ValueError("loss.terms is empty: give at least one named term")
         if set(weights) != set(terms):
-            raise ValueError(
-                f"loss.weights keys {sorted(weights)} must match loss.terms keys {sorted(terms)}"
-            )
+            raise ValueError(f"loss.weights keys {sorted(weights)} must match loss.terms keys {sorted(terms)}")
         self.terms = nn.ModuleDict(terms)
         self.weights = weights
 

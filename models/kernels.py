@@ -68,7 +68,9 @@ def _probe() -> Verdict:
     }
     worst = max(errors, key=errors.get)
     if not all(torch.isfinite(t).all() for t in (low, inference, low_x.grad)) or errors[worst] > _TOLERANCE:
-        return Verdict(False, f"bf16 LSTM on this CPU gives wrong results ({worst} off by {errors[worst]:.1%} from float32)")
+        return Verdict(
+            False, f"bf16 LSTM on this CPU gives wrong results ({worst} off by {errors[worst]:.1%} from float32)"
+        )
     return Verdict(True, "bf16 LSTM runs natively on this CPU (oneDNN)")
 
 

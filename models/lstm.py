@@ -59,7 +59,13 @@ class LSTMStack(nn.Module):
         if dropout and layers == 1:
             raise ValueError("model.dropout acts between stacked layers: it needs model.layers >= 2")
         self.lstm = nn.LSTM(
-            input_size, hidden, layers, batch_first=True, dropout=dropout, bidirectional=bidirectional, proj_size=proj_size
+            input_size,
+            hidden,
+            layers,
+            batch_first=True,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
         )
         self.output_size = (proj_size or hidden) * (2 if bidirectional else 1)
         self.reset_parameters(forget_bias)
@@ -99,7 +105,11 @@ def recurrence_dtype(device_type: str, autocast_dtype: torch.dtype | None) -> tu
         return torch.float32, "float32: CUDA bf16 autocast would run cuDNN's LSTM in float16, with no loss scaler"
     if device_type == "cpu" and autocast_dtype == torch.bfloat16:
         verdict = kernels.cpu_bf16_lstm()
-        return (autocast_dtype, f"{name}: {verdict.reason}") if verdict.native else (torch.float32, f"float32: {verdict.reason}")
+        return (
+            (autocast_dtype, f"{name}: {verdict.reason}")
+            if verdict.native
+            else (torch.float32, f"float32: {verdict.reason}")
+        )
     return autocast_dtype, f"{name} (autocast)"
 
 

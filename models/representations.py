@@ -75,7 +75,15 @@ class STFTMask(_STFT):
     can create energy where the input has none (bandwidth extension: a mask cannot).
     """
 
-    def __init__(self, n_fft: int = 512, hop: int = 128, features: str = "magnitude", mask: str = "complex", residual: bool = False, compress: float = 0.3):
+    def __init__(
+        self,
+        n_fft: int = 512,
+        hop: int = 128,
+        features: str = "magnitude",
+        mask: str = "complex",
+        residual: bool = False,
+        compress: float = 0.3,
+    ):
         super().__init__(n_fft, hop)
         if features not in ("magnitude", "complex"):
             raise ValueError(f"model.domain must be 'waveform', 'magnitude' or 'complex', got {features!r}")
@@ -159,7 +167,9 @@ class Waveform(Representation):
 class LogMel(Representation):
     """log(mel power + floor) frames, for recognition front ends (no synthesis)."""
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 40, floor: float = 1e-6):
+    def __init__(
+        self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 40, floor: float = 1e-6
+    ):
         super().__init__()
         self.hop, self.floor = hop, floor
         self.mel = T.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels)

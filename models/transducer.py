@@ -129,4 +129,6 @@ class Transducer(nn.Module):
     @torch.no_grad()
     def decode(self, output: TransducerOutput) -> list[list[int]]:
         """Greedy hypotheses for a forward pass's encoder output."""
-        return greedy_decode(output.encoded, output.logit_lengths, self.predict, self.join, self.blank, self.max_symbols)
+        return greedy_decode(
+            output.encoded, output.logit_lengths, self.predict, self.join, self.blank, self.max_symbols
+        )

@@ -27,7 +27,11 @@ OPTIMIZERS = ["adamw", "adam", "sgd", "radam", "nadam", "adafactor"]
 
 def sweep(jobs: int, steps: int, cache: str, out: Path) -> float:
     # up to six jobs differ in their optimizer, more in their seed (each seed its own corpus)
-    grid = f"optim={','.join(OPTIMIZERS[:jobs])}" if jobs <= len(OPTIMIZERS) else f"trainer.seed={','.join(map(str, range(jobs)))}"
+    grid = (
+        f"optim={','.join(OPTIMIZERS[:jobs])}"
+        if jobs <= len(OPTIMIZERS)
+        else f"trainer.seed={','.join(map(str, range(jobs)))}"
+    )
     cmd = [
         sys.executable, "-m", "trainer", "-m", grid, "trainer.epochs=1", f"trainer.steps_per_epoch={steps}",
         "trainer.progress=none", f"data.cache_dir={cache}", f"hydra.sweep.dir={out}",
@@ -52,7 +56,9 @@ def main(argv: list[str]) -> None:
             times["cache off"].append(sweep(args.jobs, args.steps, "null", tmp / "a"))
             times["empty cache (first launch)"].append(sweep(args.jobs, args.steps, str(tmp / "cache"), tmp / "b"))
             times["warm cache (relaunch)"].append(sweep(args.jobs, args.steps, str(tmp / "cache"), tmp / "c"))
-    print(f"## A {args.jobs}-job sweep of {args.steps}-step jobs (basic launcher)\n\nCPU: {cpu()}; {time.strftime('%Y-%m-%d')}\n")
+    print(
+        f"## A {args.jobs}-job sweep of {args.steps}-step jobs (basic launcher)\n\nCPU: {cpu()}; {time.strftime('%Y-%m-%d')}\n"
+    )
     print("| corpus | wall s (median) | per job s |\n|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)

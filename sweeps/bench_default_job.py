@@ -64,8 +64,12 @@ def run_once(overrides: list[str], env: dict[str, str], cache: Path) -> tuple[fl
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m sweeps.bench_default_job", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cap-isa", choices=sorted(CAPS), help="run with the CPU's kernels capped at this instruction set")
-    parser.add_argument("--warm-cache", action="store_true", help="render the corpus once first; time runs that read it")
+    parser.add_argument(
+        "--cap-isa", choices=sorted(CAPS), help="run with the CPU's kernels capped at this instruction set"
+    )
+    parser.add_argument(
+        "--warm-cache", action="store_true", help="render the corpus once first; time runs that read it"
+    )
     args, overrides = parser.parse_known_args(argv)
     env = {**os.environ, **CAPS.get(args.cap_isa, {})}
     rows = []

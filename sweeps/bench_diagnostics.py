@@ -107,7 +107,9 @@ def main(argv: list[str]) -> None:
                 ratios.append(times[1] / times[0])
 
     print(f"## Gradient diagnostics cost ({' '.join(argv) or 'defaults'}, loss=si_sdr_mrstft)\n")
-    print(f"model {type(parts.raw_model).__name__}, batch {t.batch_size}, device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; plain step {1000 * base:.1f} ms\n")
+    print(
+        f"model {type(parts.raw_model).__name__}, batch {t.batch_size}, device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; plain step {1000 * base:.1f} ms\n"
+    )
     print("| probe | extra time on a probed step | cadence (default) | amortised |\n|---|---|---|---|")
     print("\n".join(rows))
     print(f"| **all, at the default cadence** | | | **{100 * amortised:.2f}%** |\n")

@@ -80,7 +80,16 @@ def bare_block(parts, batches, valid_batch, grad_clip, log_every, checkpointer, 
 
 
 def engine_block(parts, cfg, state, checkpointer, tmp):
-    train(parts, cfg.trainer, state, checkpointer, NullLogger(), NullLogger(), Progress("none", 0, 0), tmp / "history.json")
+    train(
+        parts,
+        cfg.trainer,
+        state,
+        checkpointer,
+        NullLogger(),
+        NullLogger(),
+        Progress("none", 0, 0),
+        tmp / "history.json",
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -127,7 +136,9 @@ def main(argv: list[str]) -> None:
             engine_block(parts, cfg, state, checkpointer, tmp)
             t1 = time.perf_counter()
             parts.sampler.set_position(0, 0)  # the same loader, the same batches
-            bare_block(parts, parts.train_loader, valid_batch, t.grad_clip or float("inf"), t.log_every, checkpointer, state)
+            bare_block(
+                parts, parts.train_loader, valid_batch, t.grad_clip or float("inf"), t.log_every, checkpointer, state
+            )
             t2 = time.perf_counter()
             if block:
                 engine_times.append(t1 - t0)
@@ -137,13 +148,19 @@ def main(argv: list[str]) -> None:
     consume = batch_size / step_s
 
     print(f"## Engine benchmark ({' '.join(argv) or 'defaults'})\n")
-    print(f"model {type(parts.raw_model).__name__}, batch {batch_size}, {steps} steps/block, {blocks} blocks, device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n")
+    print(
+        f"model {type(parts.raw_model).__name__}, batch {batch_size}, {steps} steps/block, {blocks} blocks, device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n"
+    )
     print("| measure | value |\n|---|---|")
     print(f"| engine block, median | {statistics.median(engine_times):.3f} s |")
     print(f"| bare-loop block, median | {statistics.median(bare_times):.3f} s |")
-    print(f"| engine / bare, median of per-block ratios | **{statistics.median(ratios):.3f}** (min {min(ratios):.3f}, max {max(ratios):.3f}) |")
+    print(
+        f"| engine / bare, median of per-block ratios | **{statistics.median(ratios):.3f}** (min {min(ratios):.3f}, max {max(ratios):.3f}) |"
+    )
     print(f"| model consumption (bare loop) | {consume:.0f} samples/s |")
-    print(f"| data pipeline, cold half ({half} batches, num_workers={cfg_loader.trainer.num_workers}) | {cold_rate:.0f} samples/s ({cold_rate / consume:.1f}x) |")
+    print(
+        f"| data pipeline, cold half ({half} batches, num_workers={cfg_loader.trainer.num_workers}) | {cold_rate:.0f} samples/s ({cold_rate / consume:.1f}x) |"
+    )
     print(f"| data pipeline, warm half | {warm_rate:.0f} samples/s (**{warm_rate / consume:.1f}x**) |")
 
 

@@ -37,13 +37,17 @@ def timed(target: str, clone: Path, env: dict[str, str]) -> tuple[float, int]:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m sweeps.bench_fresh_clone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=["test", "train", "both"], default="both")
-    parser.add_argument("--cap-isa", choices=sorted(CAPS), help="run with the CPU's kernels capped at this instruction set")
+    parser.add_argument(
+        "--cap-isa", choices=sorted(CAPS), help="run with the CPU's kernels capped at this instruction set"
+    )
     parser.add_argument("--keep", type=Path, help="clone here and keep it (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     parent = args.keep or Path(tempfile.mkdtemp(prefix="fresh-clone-"))
     clone = parent / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True
+    ).stdout.strip()
     rows = []
     for target in ["test", "train"] if args.target == "both" else [args.target]:
         # a new machine has no compiled graphs either: inductor's cache starts empty

@@ -24,6 +24,8 @@ from pathlib import Path
 from trainer import summary as run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def study_run(tmp: Path, name: str, pruner: str, seed: int, trials: int, reduction: int) -> dict:
     import optuna
 
@@ -44,8 +46,14 @@ def study_run(tmp: Path, name: str, pruner: str, seed: int, trials: int, reducti
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
     sampler = [t.system_attrs.get("sampler_seconds", 0.0) for t in done]
     return {
-        "best": study.best_value, "epochs": epochs, "wall": wall, "pruned": sum(t.state.name == "PRUNED" for t in done),
-        "trials": len(done), "min_trial_s": min(durations), "sampler_max_s": max(sampler), "sampler_mean_s": statistics.mean(sampler),
+        "best": study.best_value,
+        "epochs": epochs,
+        "wall": wall,
+        "pruned": sum(t.state.name == "PRUNED" for t in done),
+        "trials": len(done),
+        "min_trial_s": min(durations),
+        "sampler_max_s": max(sampler),
+        "sampler_mean_s": statistics.mean(sampler),
     }
 
 
@@ -61,8 +69,12 @@ def main(argv: list[str]) -> None:
         for seed in range(args.repeats):
             for pruner in rows:
                 rows[pruner].append(study_run(tmp, f"{pruner}_{seed}", pruner, seed, args.trials, args.reduction))
-    print(f"## Pruning benchmark: {args.trials} trials x {args.repeats} sampler seeds, up to 9 epochs per trial, reduction factor {args.reduction}\n")
-    print("| pruner | seed | trials (pruned) | epochs trained | best SI-SDR | wall s | shortest trial s | sampler s/trial (mean, max) |")
+    print(
+        f"## Pruning benchmark: {args.trials} trials x {args.repeats} sampler seeds, up to 9 epochs per trial, reduction factor {args.reduction}\n"
+    )
+    print(
+        "| pruner | seed | trials (pruned) | epochs trained | best SI-SDR | wall s | shortest trial s | sampler s/trial (mean, max) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for pruner, results in rows.items():
         for seed, r in enumerate(results):

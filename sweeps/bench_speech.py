@@ -42,7 +42,9 @@ def main(argv: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     if final:
         sdr_in = final["si_sdr"] - final["si_sdri"]
-        print(f"| in-domain validation (synthetic) | {sdr_in:.2f} | {final['si_sdr']:.2f} | {final['si_sdri']:+.2f} | | | | | |")
+        print(
+            f"| in-domain validation (synthetic) | {sdr_in:.2f} | {final['si_sdr']:.2f} | {final['si_sdri']:+.2f} | | | | | |"
+        )
     print(
         f"| espeak-ng speech, all | {overall['si_sdr_in']:.2f} | {overall['si_sdr_out']:.2f} | **{overall['si_sdri']:+.2f}** "
         f"| {overall['pesq_wb_in']:.2f} | {overall['pesq_wb_out']:.2f} | **{overall['pesq_wb_gain']:+.2f}** "

@@ -53,7 +53,9 @@ def first_step(tmp: Path, i: int) -> tuple[float, float]:
 def sweep(tmp: Path, name: str, jobs: int) -> tuple[float, float]:
     sweep_dir = tmp / name
     seeds = ",".join(str(s) for s in range(jobs))
-    total = wall([sys.executable, "-m", "trainer", "-m", f"trainer.seed={seeds}", *TINY, f"hydra.sweep.dir={sweep_dir}"])
+    total = wall(
+        [sys.executable, "-m", "trainer", "-m", f"trainer.seed={seeds}", *TINY, f"hydra.sweep.dir={sweep_dir}"]
+    )
     own = sum(run_summary.read(p.parent)["job_seconds"] for p in sweep_dir.glob("*/summary.json"))
     return total, own
 
@@ -68,7 +70,9 @@ def main(argv: list[str]) -> None:
         torch_s, optim_s, start_s, batch_s, overhead_ms = [], [], [], [], []
         for i in range(args.repeats):
             torch_s.append(wall([sys.executable, "-c", "import torch"]))
-            optim_s.append(wall([sys.executable, "-c", "import torch; torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())"]))
+            optim_s.append(
+                wall([sys.executable, "-c", "import torch; torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())"])
+            )
             start, batch = first_step(tmp, i)
             start_s.append(start)
             batch_s.append(batch)
@@ -80,11 +84,17 @@ def main(argv: list[str]) -> None:
     print(f"{args.repeats} repeats, medians; python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | value | target |\n|---|---|---|")
     print(f"| `python -c 'import torch'` | {torch_med:.2f} s | |")
-    print(f"| `python -c 'import torch; torch.optim.AdamW(...)'` (the optimizer imports torch._dynamo) | {statistics.median(optim_s):.2f} s | |")
+    print(
+        f"| `python -c 'import torch; torch.optim.AdamW(...)'` (the optimizer imports torch._dynamo) | {statistics.median(optim_s):.2f} s | |"
+    )
     print(f"| `python -m trainer` to its training loop (config, build, loggers) | {start_med:.2f} s | |")
     print(f"| start-up beyond `import torch` | **{start_med - torch_med:+.2f} s** | <= +0.5 s |")
-    print(f"| then the first batch (cold corpus: renders its utterances and noises) | {statistics.median(batch_s):.2f} s | |")
-    print(f"| multirun overhead per job (9-job vs 1-job sweep) | **{statistics.median(overhead_ms):.0f} ms** (spread {min(overhead_ms):.0f}-{max(overhead_ms):.0f}) | <= 100 ms |")
+    print(
+        f"| then the first batch (cold corpus: renders its utterances and noises) | {statistics.median(batch_s):.2f} s | |"
+    )
+    print(
+        f"| multirun overhead per job (9-job vs 1-job sweep) | **{statistics.median(overhead_ms):.0f} ms** (spread {min(overhead_ms):.0f}-{max(overhead_ms):.0f}) | <= 100 ms |"
+    )
 
 
 if __name__ == "__main__":

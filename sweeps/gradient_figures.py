@@ -15,7 +15,9 @@ from pathlib import Path
 from trainer.loggers import read_scalars
 
 
-def plot(tags: dict, prefixes: list[str], title: str, ylabel: str, path: Path, log: bool = False, zero_line: bool = False) -> None:
+def plot(
+    tags: dict, prefixes: list[str], title: str, ylabel: str, path: Path, log: bool = False, zero_line: bool = False
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,9 +50,30 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.run_dir
     out.mkdir(parents=True, exist_ok=True)
     tags = read_scalars(args.run_dir / "tb" / "train")
-    plot(tags, ["grad_terms/share/", "grad_terms/cosine/"], "Loss terms: share of the gradient, agreement", "share / cosine", out / "terms.png", zero_line=True)
-    plot(tags, ["grad_terms/norm/", "grad_layers/"], "Gradient norms: per weighted term, per layer group", "L2 norm", out / "layers.png", log=True)
-    plot(tags, ["update_ratio/", "weight_norm/"], "Updates: |dW| / |W| per step, and |W|", "ratio / norm", out / "updates.png", log=True)
+    plot(
+        tags,
+        ["grad_terms/share/", "grad_terms/cosine/"],
+        "Loss terms: share of the gradient, agreement",
+        "share / cosine",
+        out / "terms.png",
+        zero_line=True,
+    )
+    plot(
+        tags,
+        ["grad_terms/norm/", "grad_layers/"],
+        "Gradient norms: per weighted term, per layer group",
+        "L2 norm",
+        out / "layers.png",
+        log=True,
+    )
+    plot(
+        tags,
+        ["update_ratio/", "weight_norm/"],
+        "Updates: |dW| / |W| per step, and |W|",
+        "ratio / norm",
+        out / "updates.png",
+        log=True,
+    )
     print(f"written: {out / 'terms.png'}, {out / 'layers.png'}, {out / 'updates.png'}")
 
 

@@ -173,7 +173,8 @@ def tabulate(runs: list[Run], baseline: Run | None, mfu: bool) -> tuple[list[str
             fmt(sps, ".1f"),
             fmt(r.values["speedup"], ".2f") + ("x" if r.values["speedup"] else ""),
             fmt(r.get("step_ms"), ".1f"),
-            fmt(r.get("data_wait") and 100 * r.get("data_wait"), ".1f") + ("%" if r.get("data_wait") is not None else ""),
+            fmt(r.get("data_wait") and 100 * r.get("data_wait"), ".1f")
+            + ("%" if r.get("data_wait") is not None else ""),
             fmt(r.get("peak_memory_mb"), ".0f"),
             fmt(r.get("warmup_seconds"), ".1f"),
             fmt(r.get("compile_seconds"), ".1f"),
@@ -195,7 +196,10 @@ def tabulate(runs: list[Run], baseline: Run | None, mfu: bool) -> tuple[list[str
 
 def short(label: str) -> str:
     """`precision.cudnn_benchmark=True` -> `cudnn_benchmark=True`: figures need short labels."""
-    return ",".join(part.split("=", 1)[0].split(".")[-1] + "=" + part.split("=", 1)[1] if "=" in part else part for part in label.split(","))
+    return ",".join(
+        part.split("=", 1)[0].split(".")[-1] + "=" + part.split("=", 1)[1] if "=" in part else part
+        for part in label.split(",")
+    )
 
 
 def plot(runs: list[Run], sweep_dir: Path, baseline: Run | None) -> list[Path]:
@@ -228,7 +232,13 @@ def plot(runs: list[Run], sweep_dir: Path, baseline: Run | None) -> list[Path]:
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in runs:
         if r.history and monitor:
-            ax.plot([h.get("seconds", h["step"]) for h in r.history], [h[monitor] for h in r.history], marker="o", ms=3, label=short(r.label))
+            ax.plot(
+                [h.get("seconds", h["step"]) for h in r.history],
+                [h[monitor] for h in r.history],
+                marker="o",
+                ms=3,
+                label=short(r.label),
+            )
     target = next((r.summary.get("target") for r in runs if r.summary and r.summary.get("target") is not None), None)
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target}")
@@ -285,7 +295,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--study", nargs=2, metavar=("STORAGE_URL", "STUDY_NAME"), help="report on an Optuna study")
     parser.add_argument("--out", type=Path, help="where --study writes its files (default: current directory)")
     parser.add_argument("--baseline", default="precision=fp32,compile=none", help="k=v,... of the baseline run")
-    parser.add_argument("--mfu", action="store_true", help="add MFU (model FLOPs / step time / device peak); on by default for CUDA runs")
+    parser.add_argument(
+        "--mfu",
+        action="store_true",
+        help="add MFU (model FLOPs / step time / device peak); on by default for CUDA runs",
+    )
     args = parser.parse_args(argv)
     from sweeps import study_report
 
@@ -308,7 +322,9 @@ def main(argv: list[str]) -> int:
     write_outputs(args.sweep_dir, columns, rows, figures, title)
     print(title)
     print_table(columns, rows)
-    print(f"\nwritten: {', '.join(p.name for p in [args.sweep_dir / 'report.md', args.sweep_dir / 'report.csv', args.sweep_dir / 'report.html', *figures])}")
+    print(
+        f"\nwritten: {', '.join(p.name for p in [args.sweep_dir / 'report.md', args.sweep_dir / 'report.csv', args.sweep_dir / 'report.html', *figures])}"
+    )
     study = study_report.locate_study(args.sweep_dir)
     if study:  # a search: the study's own view too
         print()

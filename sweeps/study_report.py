@@ -43,13 +43,29 @@ def trial_rows(study) -> tuple[list[str], list[list[str]]]:
     columns = ["trial", "state", *values, "seconds", *params, "run dir", "reason"]
     rows = []
     for t in trials:
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         vals = list(t.values) if t.values else [None] * len(values)
         if t.state.name == "PRUNED" and t.intermediate_values:
             vals = [t.intermediate_values[max(t.intermediate_values)]]  # the value when it was stopped
-        reason = t.user_attrs.get("reason") or next((f"{k}={t.user_attrs[k]}" for k in ("duplicate_of", "surplus", "aborted") if k in t.user_attrs), "")
+        reason = t.user_attrs.get("reason") or next(
+            (f"{k}={t.user_attrs[k]}" for k in ("duplicate_of", "surplus", "aborted") if k in t.user_attrs), ""
+        )
         run_dir = Path(t.user_attrs["run_dir"]).name if t.user_attrs.get("run_dir") else ""
-        rows.append([str(t.number), t.state.name, *(_fmt(v) for v in vals), _fmt(seconds), *(_fmt(t.params.get(p)) for p in params), run_dir, str(reason)[:120]])
+        rows.append(
+            [
+                str(t.number),
+                t.state.name,
+                *(_fmt(v) for v in vals),
+                _fmt(seconds),
+                *(_fmt(t.params.get(p)) for p in params),
+                run_dir,
+                str(reason)[:120],
+            ]
+        )
     return columns, rows
 
 
@@ -63,7 +79,9 @@ def importances(study) -> dict[str, float]:
     if len(complete) < 2 or len(study.directions) > 1:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0)))
+        return dict(
+            optuna.importance.get_param_importances(study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0))
+        )
     except Exception:  # too few distinct values, a single parameter, ...
         return {}
 
@@ -92,7 +110,11 @@ def plots(study, out: Path, imp: dict[str, float]) -> list[Path]:
     if complete:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            ax = ovm.plot_optimization_history(study, target=(lambda t: t.values[0]) if multi else None, target_name="objective 0" if multi else "Objective Value")
+            ax = ovm.plot_optimization_history(
+                study,
+                target=(lambda t: t.values[0]) if multi else None,
+                target_name="objective 0" if multi else "Objective Value",
+            )
         save(ax.get_figure(), "optimization_history")
 
     params = sorted({p for t in complete for p in t.params})
@@ -118,7 +140,9 @@ def plots(study, out: Path, imp: dict[str, float]) -> list[Path]:
         ax.set_xticks(range(len(params)), params, rotation=20, ha="right", fontsize=8)
         ax.set_yticks([])
         ax.set_title("Parallel coordinates (each axis min..max; log10 for log-scaled parameters)", fontsize=10)
-        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="objective" + (" 0" if multi else ""))
+        fig.colorbar(
+            plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="objective" + (" 0" if multi else "")
+        )
         save(fig, "parallel_coordinate")
 
     if imp:
@@ -133,7 +157,9 @@ def plots(study, out: Path, imp: dict[str, float]) -> list[Path]:
         fig, ax = plt.subplots()
         front = {t.number for t in study.best_trials}
         for t in complete:
-            ax.scatter(*t.values, color="#c44e52" if t.number in front else "#bbbbbb", zorder=3 if t.number in front else 2)
+            ax.scatter(
+                *t.values, color="#c44e52" if t.number in front else "#bbbbbb", zorder=3 if t.number in front else 2
+            )
         ax.set_xlabel("objective 0")
         ax.set_ylabel("objective 1")
         ax.set_title("Pareto front (red)", fontsize=10)
@@ -156,10 +182,15 @@ def report(storage: str, study_name: str, out: Path) -> str:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if complete and len(study.directions) == 1:
         best = study.best_trial
-        lines += [f"best value {best.value:.5g} (trial {best.number}, {study.direction.name.lower()})", "best parameters:"]
+        lines += [
+            f"best value {best.value:.5g} (trial {best.number}, {study.direction.name.lower()})",
+            "best parameters:",
+        ]
         lines += [f"  {k} = {v}" for k, v in best.params.items()]
     elif complete:
-        lines += [f"Pareto front: {len(study.best_trials)} trials: " + ", ".join(str(t.number) for t in study.best_trials)]
+        lines += [
+            f"Pareto front: {len(study.best_trials)} trials: " + ", ".join(str(t.number) for t in study.best_trials)
+        ]
     imp = importances(study)
     if imp:
         lines += ["parameter importances (mean decrease in impurity):"] + [f"  {k}: {v:.3f}" for k, v in imp.items()]

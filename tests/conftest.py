@@ -136,7 +136,12 @@ def use_bf16_lstm(path: str, monkeypatch) -> None:
 
 
 # every precision a CPU run can ask for, with both paths of bf16's LSTM
-CPU_PRECISIONS = {"fp32": (None, None), "bf16-float32": (torch.bfloat16, "float32"), "bf16-native": (torch.bfloat16, "native"), "fp16": (torch.float16, None)}
+CPU_PRECISIONS = {
+    "fp32": (None, None),
+    "bf16-float32": (torch.bfloat16, "float32"),
+    "bf16-native": (torch.bfloat16, "native"),
+    "fp16": (torch.float16, None),
+}
 
 
 @pytest.fixture

@@ -96,7 +96,9 @@ def test_pesq_and_stoi_match_the_reference_packages():
     noisy = clean + 0.02 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
     ref, deg = clean.double().numpy(), noisy.double().numpy()
     assert M.pesq(clean, noisy, SR, "wb") == pytest.approx(pesq(SR, ref, deg, "wb"), abs=1e-6)
-    assert M.pesq(clean, noisy, SR, "nb") == pytest.approx(pesq(8000, M._at(clean, SR, 8000), M._at(noisy, SR, 8000), "nb"), abs=1e-6)
+    assert M.pesq(clean, noisy, SR, "nb") == pytest.approx(
+        pesq(8000, M._at(clean, SR, 8000), M._at(noisy, SR, 8000), "nb"), abs=1e-6
+    )
     assert M.stoi(clean, noisy, SR) == pytest.approx(stoi(ref, deg, SR), abs=1e-6)
     assert M.stoi(clean, clean, SR) == pytest.approx(1.0, abs=1e-6)
     assert M.pesq(clean, clean, SR, "wb") == pytest.approx(4.644, abs=0.01)  # PESQ-WB ceiling

@@ -17,9 +17,7 @@ from trainer.data.augment import DRR_DB, PEAK, Augment, Augmented, room_impulse_
 SR = 16000
 T = 4000
 CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
-EVERYTHING = dict(
-    gain_db=[-6, 6], snr_db=[-5, 5], shift_seconds=0.05, p_polarity=0.5, p_bandlimit=0.5, p_reverb=0.5
-)
+EVERYTHING = dict(gain_db=[-6, 6], snr_db=[-5, 5], shift_seconds=0.05, p_polarity=0.5, p_bandlimit=0.5, p_reverb=0.5)
 
 
 def pair(seed: int = 0, level: float = 0.1) -> dict[str, torch.Tensor]:
@@ -39,8 +37,14 @@ def test_everything_off_is_the_identity_and_inactive():
     ex = pair()
     out = aug(ex, 7)
     assert out is not ex and torch.equal(out["clean"], ex["clean"]) and torch.equal(out["noisy"], ex["noisy"])
-    for on in [dict(gain_db=[0, 1]), dict(snr_db=[0, 1]), dict(shift_seconds=0.01), dict(p_polarity=0.1),
-               dict(p_bandlimit=0.1), dict(p_reverb=0.1)]:
+    for on in [
+        dict(gain_db=[0, 1]),
+        dict(snr_db=[0, 1]),
+        dict(shift_seconds=0.01),
+        dict(p_polarity=0.1),
+        dict(p_bandlimit=0.1),
+        dict(p_reverb=0.1),
+    ]:
         assert Augment(SR, **on).active, on
 
 

@@ -9,7 +9,15 @@ import torch
 from tests.conftest import TINY, cli, compose_cfg, scalars
 from trainer.run import assemble, run
 
-TRAIN_TAGS = {"loss/total", "loss/si_sdr", "opt/lr", "opt/grad_norm", "perf/samples_per_s", "perf/step_ms", "perf/data_wait"}
+TRAIN_TAGS = {
+    "loss/total",
+    "loss/si_sdr",
+    "opt/lr",
+    "opt/grad_norm",
+    "perf/samples_per_s",
+    "perf/step_ms",
+    "perf/data_wait",
+}
 VAL_TAGS = {"loss/total", "loss/si_sdr", "metrics/si_sdr", "metrics/si_sdri"}
 
 

@@ -47,9 +47,7 @@ def test_conv_before_batchnorm_has_no_bias():
     from torch import nn
 
     model = assemble(compose_cfg(*TINY, "model=conv")).raw_model
-    pairs = [
-        (a, b) for seq in model.modules() if isinstance(seq, nn.Sequential) for a, b in zip(seq, list(seq)[1:])
-    ]
+    pairs = [(a, b) for seq in model.modules() if isinstance(seq, nn.Sequential) for a, b in zip(seq, list(seq)[1:])]
     conv_bn = [a for a, b in pairs if isinstance(b, nn.BatchNorm1d)]
     assert conv_bn and all(c.bias is None for c in conv_bn)
     kept = assemble(compose_cfg(*TINY, "model=conv", "model.bias_before_norm=true")).raw_model

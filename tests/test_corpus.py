@@ -21,7 +21,17 @@ FAMILIES = ("white", "coloured", "shaped", "hum", "babble", "clicks")
 
 
 def _spec(**changes) -> corpus.Spec:
-    base = dict(seed=3, split=corpus.TRAIN, sample_rate=8000, clip_length=2000, clean=40, noises=36, families=FAMILIES, p_modulate=0.3, p_reverb=0.3)
+    base = dict(
+        seed=3,
+        split=corpus.TRAIN,
+        sample_rate=8000,
+        clip_length=2000,
+        clean=40,
+        noises=36,
+        families=FAMILIES,
+        p_modulate=0.3,
+        p_reverb=0.3,
+    )
     return corpus.Spec(**{**base, **changes})
 
 
@@ -172,7 +182,9 @@ def test_concurrent_first_renders_render_once(tmp_path):
         c = corpus.corpus(spec, {str(tmp_path)!r})
         print("sum", float(c.clean.sum()) + float(c.noise.sum()))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("rendered the training corpus" in o for o in outs) == 1, outs

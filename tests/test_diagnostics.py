@@ -26,7 +26,9 @@ def test_per_term_norms_shares_and_cosine_match_hand_computed_gradients():
     total = g_fit + g_decay
     assert out["grad_terms/norm/fit"] == pytest.approx(g_fit.norm().item())
     assert out["grad_terms/norm/decay"] == pytest.approx(g_decay.norm().item())
-    assert out["grad_terms/cosine/fit__decay"] == pytest.approx((g_fit @ g_decay / (g_fit.norm() * g_decay.norm())).item())
+    assert out["grad_terms/cosine/fit__decay"] == pytest.approx(
+        (g_fit @ g_decay / (g_fit.norm() * g_decay.norm())).item()
+    )
     assert out["grad_terms/share/fit"] == pytest.approx((g_fit @ total / (total @ total)).item())
     assert out["grad_terms/share/fit"] + out["grad_terms/share/decay"] == pytest.approx(1.0)
 
@@ -73,7 +75,9 @@ def _probe_steps(diag, model, steps):
 
 def test_zero_gradient_alert_names_the_layer_after_consecutive_checks(caplog):
     model = TwoLayers()
-    diag = GradientDiagnostics(DiagnosticsConfig(terms_every=0, layers_every=1, histograms_every=0, zero_checks=3), model)
+    diag = GradientDiagnostics(
+        DiagnosticsConfig(terms_every=0, layers_every=1, histograms_every=0, zero_checks=3), model
+    )
     assert set(layer_groups(model, 2)) == {"live", "dead"}
     with caplog.at_level(logging.WARNING, logger="trainer"):
         probe = _probe_steps(diag, model, 2)
@@ -86,7 +90,9 @@ def test_zero_gradient_alert_names_the_layer_after_consecutive_checks(caplog):
 
 
 def test_spike_and_clip_alerts_fire_on_synthetic_norms_and_stay_quiet_otherwise(caplog):
-    diag = GradientDiagnostics(DiagnosticsConfig(spike_factor=10, spike_min_history=20, clip_alert_fraction=0.9), nn.Linear(2, 2))
+    diag = GradientDiagnostics(
+        DiagnosticsConfig(spike_factor=10, spike_min_history=20, clip_alert_fraction=0.9), nn.Linear(2, 2)
+    )
     with caplog.at_level(logging.WARNING, logger="trainer"):
         diag.check_window([1.0 + 0.1 * (i % 3) for i in range(25)], clip=5.0, step=25)
         diag.check_window([1.0, float("inf"), 1.2], clip=5.0, step=28)  # an fp16 overflow step is not a spike
@@ -110,7 +116,11 @@ def test_training_run_logs_terms_layers_ratios_and_histograms(tmp_path):
     assert {"grad_terms/norm/mrstft", "grad_terms/cosine/si_sdr__mrstft"} <= set(tags)
     shares = [v for _, v in tags["grad_terms/share/si_sdr"]]
     assert all(a + b == pytest.approx(1.0, abs=1e-4) for a, (_, b) in zip(shares, tags["grad_terms/share/mrstft"]))
-    assert [s for s, _ in tags["grad_layers/rnn.lstm"]] == [3, 6] and "update_ratio/head" in tags and "weight_norm/head" in tags
+    assert (
+        [s for s, _ in tags["grad_layers/rnn.lstm"]] == [3, 6]
+        and "update_ratio/head" in tags
+        and "weight_norm/head" in tags
+    )
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

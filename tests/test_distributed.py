@@ -149,7 +149,16 @@ def test_torchrun_on_cuda_nccl_with_compile_and_bf16_matches_one_process(tmp_pat
     args = [*DDP, f"trainer.batch_size={2 * n}", "trainer.deterministic=false", "trainer.device=cuda",
             "precision=amp_bf16", "compile=reduce_overhead", "model=conv"]  # fmt: skip
     run(compose_cfg(*args), tmp_path / "one")
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "-m", "trainer", *args, f"hydra.run.dir={tmp_path / 'ddp'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={n}",
+        "-m",
+        "trainer",
+        *args,
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+    ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     want, got = scalars(tmp_path / "one" / "tb" / "train"), scalars(tmp_path / "ddp" / "tb" / "train")

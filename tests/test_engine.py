@@ -23,7 +23,13 @@ def test_short_run_lowers_validation_loss(model):
     assert after["si_sdri"] > before["si_sdri"]
 
 
-RESUME = [*TINY, "trainer.epochs=2", "trainer.steps_per_epoch=6", "trainer.checkpoint_every=2", "trainer.deterministic=true"]
+RESUME = [
+    *TINY,
+    "trainer.epochs=2",
+    "trainer.steps_per_epoch=6",
+    "trainer.checkpoint_every=2",
+    "trainer.deterministic=true",
+]
 
 
 def _kill_at_step(run_dir, step: int, sig: int = signal.SIGKILL) -> int:

@@ -107,6 +107,8 @@ def test_a_truncated_file_stops_the_run_naming_it_or_is_skipped(tmp_path, monkey
     assert proc.returncode != 0
     assert str(bad) in proc.stderr and "truncated" in proc.stderr
     assert not (tmp_path / "a" / "checkpoints").exists()  # refused before training
-    proc = cli("+experiment=voicebank_demand", *SMALL, "data.bad_files=skip", f"hydra.run.dir={tmp_path / 'b'}", check=True)
+    proc = cli(
+        "+experiment=voicebank_demand", *SMALL, "data.bad_files=skip", f"hydra.run.dir={tmp_path / 'b'}", check=True
+    )
     log = proc.stdout + proc.stderr
     assert str(bad) in log and "skipped 1 of 5" in log

@@ -194,7 +194,9 @@ def test_a_cpu_without_native_bf16_trains_bf16_end_to_end(tmp_path):
     which path ran."""
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != kernels.ENV}
-    proc = cli(*TINY, "precision=amp_bf16", f"hydra.run.dir={run_dir}", env={**env, "ONEDNN_MAX_CPU_ISA": "AVX2"}, check=True)
+    proc = cli(
+        *TINY, "precision=amp_bf16", f"hydra.run.dir={run_dir}", env={**env, "ONEDNN_MAX_CPU_ISA": "AVX2"}, check=True
+    )
     log = proc.stdout + proc.stderr
     assert log.count("bf16 LSTM not supported by this CPU's oneDNN: recurrence in float32") == 1
     summary = json.loads((run_dir / "summary.json").read_text())

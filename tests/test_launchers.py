@@ -39,7 +39,9 @@ def _preempt_one_job(sweep: Path, at_step: int, timeout: float = 240) -> None:
     raise AssertionError("no job reached the step to preempt")
 
 
-RAY = pytest.mark.skipif(not importlib.util.find_spec("hydra_plugins.hydra_ray_launcher"), reason="pip install -e '.[ray]'")
+RAY = pytest.mark.skipif(
+    not importlib.util.find_spec("hydra_plugins.hydra_ray_launcher"), reason="pip install -e '.[ray]'"
+)
 
 
 @pytest.mark.parametrize(

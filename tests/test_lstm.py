@@ -156,7 +156,9 @@ def test_complex_features_are_compressed_real_imag_of_torchaudios_stft():
     feats, _ = rep.analyse(x)
     spec = T.Spectrogram(64, hop_length=16, power=None)(x)
     expected = spec / spec.abs().sqrt()
-    torch.testing.assert_close(feats.transpose(1, 2), torch.cat([expected.real, expected.imag], 1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        feats.transpose(1, 2), torch.cat([expected.real, expected.imag], 1), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_logmel_is_torchaudios_mel_spectrogram():
@@ -208,7 +210,11 @@ def test_each_variant_and_domain_learns_the_synthetic_task(tiny_cfg, overrides):
     cfg = compose_cfg(*LEARN, *overrides)
     before, after = before_and_after_one_epoch(cfg)
     # learned: better than its untrained self, and 1 dB better than the noisy input
-    assert after["si_sdr"] > before["si_sdr"] and after["si_sdri"] > 1.0, (before["si_sdr"], after["si_sdr"], after["si_sdri"])
+    assert after["si_sdr"] > before["si_sdr"] and after["si_sdri"] > 1.0, (
+        before["si_sdr"],
+        after["si_sdr"],
+        after["si_sdri"],
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN)")

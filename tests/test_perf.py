@@ -80,7 +80,9 @@ def test_summary_records_speed_memory_target_and_environment(tmp_path):
     spent = s["seconds"]
     assert tuple(spent) == TIME_PARTS
     assert all(v >= 0 for v in spent.values()) and spent["steps"] > 0 and spent["startup"] > 0
-    inside = sum(v for k, v in spent.items() if k not in ("startup", "slow_metrics"))  # slow metrics are part of validation
+    inside = sum(
+        v for k, v in spent.items() if k not in ("startup", "slow_metrics")
+    )  # slow metrics are part of validation
     assert inside <= s["job_seconds"] and spent["slow_metrics"] <= spent["validation"]
     history = json.loads((run_dir / "history.json").read_text())
     assert all(h["seconds"] > 0 for h in history)
@@ -99,7 +101,9 @@ def test_fp16_skipped_step_does_not_advance_the_schedule(tmp_path):
 
 def test_accumulation_matches_one_big_batch():
     def one_step(batch_size, accum):
-        cfg = compose_cfg(*TINY, f"trainer.batch_size={batch_size}", f"trainer.grad_accum={accum}", "trainer.grad_clip=null")
+        cfg = compose_cfg(
+            *TINY, f"trainer.batch_size={batch_size}", f"trainer.grad_accum={accum}", "trainer.grad_clip=null"
+        )
         parts = assemble(cfg)
         parts.sampler.set_position(0, 0)
         it = iter(parts.train_loader)
@@ -112,7 +116,15 @@ def test_accumulation_matches_one_big_batch():
 
 def test_profiler_writes_a_trace_and_prints_top_operators(tmp_path):
     run_dir = tmp_path / "run"
-    proc = cli(*TINY, "profile=true", "profiler.wait=1", "profiler.warmup=1", "profiler.active=2", f"hydra.run.dir={run_dir}", check=True)
+    proc = cli(
+        *TINY,
+        "profile=true",
+        "profiler.wait=1",
+        "profiler.warmup=1",
+        "profiler.active=2",
+        f"hydra.run.dir={run_dir}",
+        check=True,
+    )
     traces = list((run_dir / "tb" / "profile").glob("*.pt.trace.json"))
     assert len(traces) == 1
     events = json.loads(traces[0].read_text())["traceEvents"]
@@ -153,7 +165,16 @@ def test_a_process_with_capped_cpu_kernels_compiles_into_its_own_cache(monkeypat
 
 def test_compiled_model_trains_on_cpu(tmp_path):
     run_dir = tmp_path / "run"
-    cli(*TINY, "model=conv", "compile=default", "trainer.epochs=1", "trainer.warmup_steps=1", f"hydra.run.dir={run_dir}", check=True, timeout=600)
+    cli(
+        *TINY,
+        "model=conv",
+        "compile=default",
+        "trainer.epochs=1",
+        "trainer.warmup_steps=1",
+        f"hydra.run.dir={run_dir}",
+        check=True,
+        timeout=600,
+    )
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["status"] == "completed" and s["warmup_seconds"] > 1.0  # inductor compiled during warm-up
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -162,9 +183,20 @@ def test_compiled_model_trains_on_cpu(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("precision,compile_mode", [("amp_bf16", "none"), ("amp_fp16", "none"), ("amp_bf16", "reduce_overhead")])
+@pytest.mark.parametrize(
+    "precision,compile_mode", [("amp_bf16", "none"), ("amp_fp16", "none"), ("amp_bf16", "reduce_overhead")]
+)
 def test_cuda_precision_and_cuda_graphs(tmp_path, precision, compile_mode):
     run_dir = tmp_path / "run"
-    cli(*SWEEP_TINY, "model=conv", f"precision={precision}", f"compile={compile_mode}", "trainer.device=cuda", f"hydra.run.dir={run_dir}", check=True, timeout=600)
+    cli(
+        *SWEEP_TINY,
+        "model=conv",
+        f"precision={precision}",
+        f"compile={compile_mode}",
+        "trainer.device=cuda",
+        f"hydra.run.dir={run_dir}",
+        check=True,
+        timeout=600,
+    )
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["status"] == "completed" and s["peak_memory_mb"] > 0

@@ -51,7 +51,9 @@ def test_folder_mix_plus_augmentation_gives_finite_fixed_length_deterministic_ex
             (root / kind).mkdir()
             for i in range(2):  # two files: one is held out for validation
                 write(root / kind / f"{kind}{i}.wav", *spec[:-1], spec[-1] + i)
-        source = FolderMix(str(root / "speech"), str(root / "noise"), sample_rate=TARGET_RATE, segment_seconds=SEGMENT, seed=3)
+        source = FolderMix(
+            str(root / "speech"), str(root / "noise"), sample_rate=TARGET_RATE, segment_seconds=SEGMENT, seed=3
+        )
         augment = Augment(TARGET_RATE, gain_db=[-6, 6], snr_db=[0, 20], shift_seconds=0.05, p_polarity=0.5,
                           p_bandlimit=0.5, p_reverb=0.5, seed=3)  # fmt: skip
         train = Augmented(source.train(), augment)
@@ -136,9 +138,16 @@ def test_bad_audio_battery_through_the_folder_policy(tmp_path, caplog):
     sf.write(speech / "nan.wav", nan, 16000, subtype="FLOAT")
     with pytest.raises(AudioError) as refused:
         FolderMix(str(speech), sample_rate=TARGET_RATE, segment_seconds=SEGMENT)
-    for name, kind in (("odd_rate", "no practical resampling"), ("zero_frames", "empty"), ("garbage", "unreadable"), ("nan", "non-finite")):
+    for name, kind in (
+        ("odd_rate", "no practical resampling"),
+        ("zero_frames", "empty"),
+        ("garbage", "unreadable"),
+        ("nan", "non-finite"),
+    ):
         assert f"{speech / name}" in str(refused.value) and kind in str(refused.value), name
-    source = FolderMix(str(speech), sample_rate=TARGET_RATE, segment_seconds=SEGMENT, bad_files="skip", valid_fraction=0.5)
+    source = FolderMix(
+        str(speech), sample_rate=TARGET_RATE, segment_seconds=SEGMENT, bad_files="skip", valid_fraction=0.5
+    )
     assert "skipped 4 of 6 files" in caplog.text
     train = source.train()
     batch = train.__getitems__(list(range(8)))

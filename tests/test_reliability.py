@@ -84,7 +84,15 @@ def final_weights(tmp, precision: str, omit: str | None, interrupt: bool) -> dic
         if omit == "rng":
             torch.manual_seed(123)
             ckpt["rng"]["torch"] = torch.get_rng_state()
-        saved = restore(ckpt, tmp / "ckpt" / "last.pt", fresh.raw_model, fresh.optimizer, fresh.schedule, fresh.precision.scaler, fresh.config)
+        saved = restore(
+            ckpt,
+            tmp / "ckpt" / "last.pt",
+            fresh.raw_model,
+            fresh.optimizer,
+            fresh.schedule,
+            fresh.precision.scaler,
+            fresh.config,
+        )
         state = RunState.from_dict(saved)
         if omit == "data position":
             state.step -= state.step % fresh.steps_per_epoch  # the epoch restarts from its first batch
@@ -141,7 +149,9 @@ def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
         load(truncated)
     other = assemble(compose_cfg(*TINY, "model=conv"))
     with pytest.raises(CheckpointError, match="does not match this model"):
-        restore(load(good), good, other.raw_model, other.optimizer, other.schedule, other.precision.scaler, parts.config)
+        restore(
+            load(good), good, other.raw_model, other.optimizer, other.schedule, other.precision.scaler, parts.config
+        )
     # the CLI: a hostile `resume=` file ends the run with the message, and no code runs
     proc = cli(*TINY, f"resume={hostile}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0 and "refusing to load" in proc.stderr and not mark.exists()
@@ -205,7 +215,9 @@ def test_kill_during_saves_always_leaves_a_loadable_last(tmp_path):
     rng = random.Random(0)
     directory = tmp_path / "ckpt"
     for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", KILLER, str(directory)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLER, str(directory)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
@@ -234,7 +246,9 @@ def test_one_failing_job_does_not_take_the_multirun_down(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0  # the sweep says something failed...
     statuses = {
-        job.name: json.loads((job / "summary.json").read_text())["status"] for job in sweep.iterdir() if (job / "summary.json").exists()
+        job.name: json.loads((job / "summary.json").read_text())["status"]
+        for job in sweep.iterdir()
+        if (job / "summary.json").exists()
     }
     # ...after the other jobs ran to the end and kept their results
     assert statuses == {"model.hidden=4": "completed", "model.hidden=5": "failed", "model.hidden=6": "completed"}

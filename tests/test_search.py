@@ -24,7 +24,14 @@ FIXED = [  # every preset parameter pinned to a tiny value, unless a test search
     "trainer.num_workers=0", "trainer.log_every=1", "trainer.progress=none", "data.segment_seconds=0.25",
     "data.val_size=4", "data.corpus_size=4", "data.noise_corpus_size=4", "data.families=[white,coloured]",
 ]  # fmt: skip
-PINNED = ["optim=adamw", "optim.lr=0.003", "optim.weight_decay=0.01", "model.hidden=4", "model.layers=1", "loss.weights.mrstft=1.0"]
+PINNED = [
+    "optim=adamw",
+    "optim.lr=0.003",
+    "optim.weight_decay=0.01",
+    "model.hidden=4",
+    "model.layers=1",
+    "loss.weights.mrstft=1.0",
+]
 
 
 def search(tmp: Path, study: str, *extra: str, storage: str | None = None, check: bool = True, timeout: float = 300):
@@ -49,12 +56,19 @@ def test_rerun_continues_the_study_without_repeating_or_overwriting(tmp_path):
     study = load(tmp_path, "resume")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state.name == "COMPLETE" for t in study.trials)
-    assert sorted(p.name for p in (tmp_path / "resume").glob("trial_*")) == ["trial_0000", "trial_0001", "trial_0002", "trial_0003"]
+    assert sorted(p.name for p in (tmp_path / "resume").glob("trial_*")) == [
+        "trial_0000",
+        "trial_0001",
+        "trial_0002",
+        "trial_0003",
+    ]
     assert (tmp_path / "resume" / "trial_0000" / "summary.json").read_text() == first  # earlier dirs untouched
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(params)) == 4  # the resumed sampler did not replay earlier draws
     for t in study.trials:  # each trial knows its run directory, and it holds that trial
-        assert json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())["objective"] == pytest.approx(t.value)
+        assert json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())["objective"] == pytest.approx(
+            t.value
+        )
     _study_report_renders(tmp_path, "resume", trials=4)
 
 
@@ -67,12 +81,21 @@ def _study_report_renders(tmp_path: Path, study: str, trials: int) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "best value" in proc.stdout and "best parameters" in proc.stdout
-    for name in ("study.md", "study.csv", "study.html", "optimization_history.png", "parallel_coordinate.png", "param_importances.png"):
+    for name in (
+        "study.md",
+        "study.csv",
+        "study.html",
+        "optimization_history.png",
+        "parallel_coordinate.png",
+        "param_importances.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     rows = (out / "study.csv").read_text().strip().splitlines()
     assert len(rows) == trials + 1 and rows[0].startswith("trial,state,value,seconds")
     # pointed at the search directory, the sweep report adds the study's view
-    proc = subprocess.run([sys.executable, "-m", "sweeps.report", str(tmp_path / study)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.report", str(tmp_path / study)], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0 and (tmp_path / study / "study.html").is_file()
 
 
@@ -84,7 +107,14 @@ def test_stale_running_trial_is_failed_at_start(tmp_path):
     killed = study.ask()  # a trial whose sweeper was SIGKILLed: RUNNING, one old heartbeat
     study._storage.record_heartbeat(killed._trial_id)
     time.sleep(2.5)
-    proc = search(tmp_path, "stale", "hydra.sweeper.n_trials=1", "hydra.sweeper.grace_period=1", "hydra.sweeper.heartbeat_interval=1", *PINNED)
+    proc = search(
+        tmp_path,
+        "stale",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.grace_period=1",
+        "hydra.sweeper.heartbeat_interval=1",
+        *PINNED,
+    )
     assert "marked 1 stale RUNNING trial(s) as FAIL: [0]" in proc.stdout + proc.stderr
     trials = load(tmp_path, "stale").trials
     assert trials[0].state.name == "FAIL" and trials[0].user_attrs["stale"] is True
@@ -106,7 +136,9 @@ def test_crashing_and_diverging_trials_fail_with_reasons_while_the_sweep_finishe
     assert by_mode["ok"].state.name == "COMPLETE"
     assert by_mode["raise"].state.name == "FAIL" and "RuntimeError: flaky" in by_mode["raise"].user_attrs["reason"]
     assert by_mode["diverge"].state.name == "FAIL" and "non-finite" in by_mode["diverge"].user_attrs["reason"]
-    summaries = {m: json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text()) for m, t in by_mode.items()}
+    summaries = {
+        m: json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text()) for m, t in by_mode.items()
+    }
     assert summaries["raise"]["status"] == "failed" and summaries["diverge"]["status"] == "diverged"
     assert all(t.value is None or t.value == t.value for t in by_mode.values())  # no NaN in the study
 
@@ -153,7 +185,10 @@ def _workers(tmp: Path, study: str, storage: str, n: int = 2, trials: int = 6) -
         f"hydra.sweeper.study_name={study}", f"hydra.sweep.dir={tmp}/{study}", f"hydra.sweeper.n_trials={trials}",
         "model.hidden=4", "trainer.batch_size=2", "hydra.sweeper.sampler.seed=null",
     ]  # fmt: skip
-    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(n)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
@@ -167,7 +202,9 @@ def _check_shared_study(tmp: Path, study_name: str, storage: str, trials: int = 
     assert all(t in counted or "surplus" in t.user_attrs or "duplicate_of" in t.user_attrs for t in study.trials)
     dirs = [t.user_attrs["run_dir"] for t in counted]
     assert len(set(dirs)) == trials  # every trial ran once, in its own directory
-    assert sorted(Path(d).name for d in dirs) == [f"trial_{t.number:04d}" for t in sorted(counted, key=lambda t: t.number)]
+    assert sorted(Path(d).name for d in dirs) == [
+        f"trial_{t.number:04d}" for t in sorted(counted, key=lambda t: t.number)
+    ]
     for t in counted:
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
         assert summary["status"] == ("pruned" if t.state.name == "PRUNED" else "completed")
@@ -204,14 +241,22 @@ def postgres(tmp_path):
         shutil.chown(root, "postgres")
     port = _free_port()
     data = root / "data"
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(
         [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
          "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1"],
         check=True, capture_output=True,
     )  # fmt: skip
     try:
-        subprocess.run([*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"], check=True, capture_output=True)
+        subprocess.run(
+            [*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)

@@ -34,7 +34,10 @@ def test_pitch_spans_men_women_and_children_and_moves_within_an_utterance(uttera
     medians = np.array([np.median(tr.f0[_voiced(tr)]) for _, tr, _ in utterances])
     assert 70 <= medians.min() and medians.max() <= 400
     assert (medians < 150).mean() >= 0.2 and (medians > 180).mean() >= 0.2  # both sexes represented
-    ranges = [np.log2(np.percentile(tr.f0[_voiced(tr)], 95) / np.percentile(tr.f0[_voiced(tr)], 5)) * 12 for _, tr, _ in utterances]
+    ranges = [
+        np.log2(np.percentile(tr.f0[_voiced(tr)], 95) / np.percentile(tr.f0[_voiced(tr)], 5)) * 12
+        for _, tr, _ in utterances
+    ]
     assert 3 <= np.mean(ranges) <= 10  # semitones: read speech is not monotone, nor a siren
 
 
@@ -65,7 +68,9 @@ def test_long_term_spectrum_tilts_like_speech(utterances):
     assert -30 <= np.mean(tilts) <= -18  # dB, 4-8 kHz vs 0.25-1 kHz (speech LTAS; espeak-ng: -24)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)")
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)"
+)
 def test_short_run_improves_si_sdr_on_espeak_speech(tmp_path):
     from sweeps import speech_testset
     from tests.conftest import compose_cfg

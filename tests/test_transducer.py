@@ -59,7 +59,9 @@ def test_rnnt_loss_matches_brute_force_alignment_sum_with_padding():
     assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-5)
     loss.backward()
     assert logits.grad[0, 3].abs().sum() == 0 and logits.grad[0, :, 3].abs().sum() == 0  # padding gets no gradient
-    per_token = RNNTLoss(per_token=True)(TransducerOutput(logits, lengths, None), {"tokens": tokens, "token_lengths": token_lengths})
+    per_token = RNNTLoss(per_token=True)(
+        TransducerOutput(logits, lengths, None), {"tokens": tokens, "token_lengths": token_lengths}
+    )
     assert per_token.item() == pytest.approx((expected[0] / 2 + expected[1] / 3) / 2, rel=1e-5)
 
 

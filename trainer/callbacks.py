@@ -46,7 +46,9 @@ class NameJobsBySweptKeys(Callback):
         swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
         # a key given both plainly and as a sweep (`model.hidden=4 model.hidden=4,5`) is swept:
         # excluding it would give every job the same directory
-        fixed = [k for k in (o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()) if k not in swept]
+        fixed = [
+            k for k in (o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()) if k not in swept
+        ]
         if not fixed:
             return
         exclude = list(config.hydra.job.config.override_dirname.exclude_keys) + fixed

@@ -179,7 +179,9 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
     return out
 
 
-def restore(ckpt: dict[str, Any], path: Path, model, optimizer, schedule, scaler, config: dict[str, Any]) -> dict[str, Any]:
+def restore(
+    ckpt: dict[str, Any], path: Path, model, optimizer, schedule, scaler, config: dict[str, Any]
+) -> dict[str, Any]:
     """Load a `snapshot` into live objects; returns the saved RunState dict.
 
     Refuses a checkpoint written under another config: continuing it would silently mix

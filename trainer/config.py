@@ -303,7 +303,9 @@ def validate(cfg: DictConfig) -> None:
         if d[key] < 0:
             raise ConfigError(f"trainer.diagnostics.{key} must be >= 0, got {d[key]}")
     if d.depth < 1 or d.spike_factor <= 1:
-        raise ConfigError(f"trainer.diagnostics.depth must be >= 1 and spike_factor > 1, got {d.depth} and {d.spike_factor}")
+        raise ConfigError(
+            f"trainer.diagnostics.depth must be >= 1 and spike_factor > 1, got {d.depth} and {d.spike_factor}"
+        )
     if v.spectrogram not in ("stft", "mel"):
         raise ConfigError(f"trainer.validation.spectrogram must be 'stft' or 'mel', got {v.spectrogram!r}")
     if t.num_workers < 0 or t.checkpoint_every < 0:

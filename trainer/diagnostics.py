@@ -56,7 +56,9 @@ def _flat(grads) -> torch.Tensor:
     return torch.cat([g.float().reshape(-1) for g in grads])
 
 
-def term_contributions(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float], params: list[nn.Parameter], scale: float = 1.0) -> dict[str, float]:
+def term_contributions(
+    terms: Mapping[str, torch.Tensor], weights: Mapping[str, float], params: list[nn.Parameter], scale: float = 1.0
+) -> dict[str, float]:
     """Gradient norm of each weighted term alone, pairwise cosines, and shares of the total.
 
     `scale` is the fp16 loss scale: gradients are taken of the scaled term (no underflow)
@@ -64,7 +66,9 @@ def term_contributions(terms: Mapping[str, torch.Tensor], weights: Mapping[str, 
     """
     flat: dict[str, torch.Tensor] = {}
     for name, term in terms.items():
-        grads = torch.autograd.grad(term * (weights.get(name, 1.0) * scale), params, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(
+            term * (weights.get(name, 1.0) * scale), params, retain_graph=True, allow_unused=True
+        )
         flat[name] = _flat(g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)) / scale
     total = sum(flat.values())
     total_sq = total.dot(total).clamp_min(1e-30)
@@ -164,7 +168,9 @@ class GradientDiagnostics:
             if len(self.norms) >= c.spike_min_history:
                 median = statistics.median(self.norms)
                 if median > 0 and norm > c.spike_factor * median:
-                    self.alert(f"global gradient norm {norm:.4g} at step {first + i} is {norm / median:.1f}x its running median {median:.4g}")
+                    self.alert(
+                        f"global gradient norm {norm:.4g} at step {first + i} is {norm / median:.1f}x its running median {median:.4g}"
+                    )
             self.norms.append(norm)
         if clip is not None:
             clipped = sum(n > clip for n in norms) / len(norms)

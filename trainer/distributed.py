@@ -149,7 +149,13 @@ def join_run_dir(argv: list[str]) -> list[str]:
         return argv
     run_dir = dist.broadcast(None)
     logging.basicConfig(level=logging.WARNING, format=f"[rank {dist.rank}] %(levelname)s %(name)s: %(message)s")
-    return [*argv, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    return [
+        *argv,
+        f"hydra.run.dir={run_dir}",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+    ]
 
 
 def share_run_dir(run_dir: str) -> None:

@@ -74,7 +74,9 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_step(p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip: float | None, probe: Probe | None = None) -> StepOut:
+def train_step(
+    p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip: float | None, probe: Probe | None = None
+) -> StepOut:
     """One optimizer step over `micro_batches`. A `probe` (trainer/diagnostics.py), on the
     steps where diagnostics are due, measures the terms' gradients, the true gradients
     before clipping, and the update."""
@@ -288,7 +290,9 @@ def train(
     def save_last() -> None:
         account_time()
         since = time.perf_counter()
-        checkpointer.save(checkpointer.last, snapshot(p.raw_model, p.optimizer, p.schedule, p.precision.scaler, state, p.config))
+        checkpointer.save(
+            checkpointer.last, snapshot(p.raw_model, p.optimizer, p.schedule, p.precision.scaler, state, p.config)
+        )
         spend("checkpoints", since)
 
     try:

@@ -109,7 +109,9 @@ def means(rows: list[dict]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint file, or a run directory (uses checkpoints/best.pt)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="a checkpoint file, or a run directory (uses checkpoints/best.pt)"
+    )
     parser.add_argument("data", type=Path, help="folder with noisy/ and clean/")
     parser.add_argument("--out", type=Path, help="per-file CSV (default: <data>/scores-<run>.csv)")
     parser.add_argument("--fast", action="store_true", help="SI-SDR only (skip PESQ and STOI)")
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model, cfg = load_model(args.checkpoint, device)
         task = build_task(cfg.task)
         if not isinstance(task, AudioTask):
-            raise CheckpointError(f"{args.checkpoint}: a {type(task).__name__} model; this tool scores audio-to-audio models (denoise, superres)")
+            raise CheckpointError(
+                f"{args.checkpoint}: a {type(task).__name__} model; this tool scores audio-to-audio models (denoise, superres)"
+            )
         superres = isinstance(task, SuperResolution)
         if superres:  # full-band files only; the input is made from them
             folder = args.data / "clean" if (args.data / "clean").is_dir() else args.data
@@ -137,7 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
     summary = means(rows)
-    out = args.out or args.data / f"scores-{Path(args.checkpoint).resolve().parent.parent.name if args.checkpoint.is_file() else args.checkpoint.name}.csv"
+    out = (
+        args.out
+        or args.data
+        / f"scores-{Path(args.checkpoint).resolve().parent.parent.name if args.checkpoint.is_file() else args.checkpoint.name}.csv"
+    )
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -81,4 +81,6 @@ def log_examples(writer, examples: list[dict], step: int, sample_rate: int, kind
             # add_audio clips to [-1, 1]; a model output beyond it is visible in clip_frac
             writer.add_audio(f"audio/{i}/{role}", signal.clamp(-1, 1).reshape(1, -1), step, sample_rate=sample_rate)
             spec = spectrogram_db(signal, sample_rate, kind)
-            writer.add_figure(f"spectrogram/{i}/{role}", figure(spec, sample_rate, kind, scale, f"example {i}: {role}"), step)
+            writer.add_figure(
+                f"spectrogram/{i}/{role}", figure(spec, sample_rate, kind, scale, f"example {i}: {role}"), step
+            )

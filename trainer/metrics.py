@@ -47,7 +47,14 @@ def stoi(reference, degraded, sample_rate: int, extended: bool = False) -> float
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        value = float(_stoi(_at(reference, sample_rate, sample_rate), _at(degraded, sample_rate, sample_rate), sample_rate, extended=extended))
+        value = float(
+            _stoi(
+                _at(reference, sample_rate, sample_rate),
+                _at(degraded, sample_rate, sample_rate),
+                sample_rate,
+                extended=extended,
+            )
+        )
     if any("Not enough STFT frames" in str(w.message) for w in caught):
         return math.nan
     return value
@@ -60,8 +67,13 @@ def _power_spectrogram(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
 
 
 def lsd(
-    estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int, n_fft: int = 2048, hop: int = 512,
-    low_hz: float = 0.0, eps: float = 1e-10,
+    estimate: torch.Tensor,
+    reference: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 2048,
+    hop: int = 512,
+    low_hz: float = 0.0,
+    eps: float = 1e-10,
 ) -> torch.Tensor:
     """Log-spectral distance per example (the super-resolution literature's definition:
     Kuleshov et al. 2017, NU-Wave, AudioSR): the RMS over frequency of the difference of

@@ -52,7 +52,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def setup(model: nn.Module, loss: nn.Module, precision, compile_cfg, device: torch.device, deterministic: bool, dist=None):
+def setup(
+    model: nn.Module, loss: nn.Module, precision, compile_cfg, device: torch.device, deterministic: bool, dist=None
+):
     """Returns (model to train, raw model for checkpoints, loss, Precision, DDP wrapper or None)."""
     # 1. global flags. use_deterministic_algorithms imports torch._inductor (1.5 s of
     # start-up), so it is only called when the setting has to change.

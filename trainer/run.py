@@ -61,7 +61,14 @@ def objective(state: RunState, worst: float) -> float:
 def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     """Chosen options plus the numbers people sweep, for TensorBoard's HParams view."""
     hp: dict[str, Any] = {g: str(choices[g]) for g in GROUPS if g in choices}
-    for key in ("optim.lr", "optim.weight_decay", "trainer.batch_size", "trainer.grad_accum", "trainer.epochs", "trainer.seed"):
+    for key in (
+        "optim.lr",
+        "optim.weight_decay",
+        "trainer.batch_size",
+        "trainer.grad_accum",
+        "trainer.epochs",
+        "trainer.seed",
+    ):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, (int, float)):
             hp[key] = value
@@ -89,7 +96,9 @@ def assemble(cfg: DictConfig) -> Parts:
     augment = build_augment(cfg.augment)
     if augment.active:
         if not isinstance(task, AudioTask):
-            raise ConfigError(f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; use augment=none")
+            raise ConfigError(
+                f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; use augment=none"
+            )
         train_set = Augmented(train_set, augment)
     loader, sampler = train_loader(
         train_set, data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda",
@@ -114,7 +123,9 @@ def process_age() -> float | None:
     Hydra's composition before a run begins; None where the OS does not say."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
         return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
@@ -132,6 +143,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None and main else None
     startup = process_age() if _FIRST_RUN[0] else 0.0
     _FIRST_RUN[0] = False
+
     def finish(state: RunState, value: float) -> dict:
         """The one place summary.json is written (rank 0), whatever the run's end."""
         outcome = summary.build(cfg, state, parts, value, started, versions())
@@ -147,7 +159,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     except Interrupted as stopped:
         # `last` is written; the summary says so; the exit status tells a scheduler to requeue
         finish(stopped.state, math.nan)
-        log.warning("interrupted (%s) at step %d; `last` saved: rerun the same command to resume", stopped, stopped.state.step)
+        log.warning(
+            "interrupted (%s) at step %d; `last` saved: rerun the same command to resume", stopped, stopped.state.step
+        )
         if stopped.requeue is not None:  # submitit: resubmit this job (same run dir), which resumes
             log.warning("handing over to the launcher to requeue this job")
             stopped.requeue(PREEMPT, None)
@@ -161,11 +175,21 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         raise
     value = objective(state, parts.task.worst())
     outcome = finish(state, value)
-    log.info("%s: %s = %s (best epoch %s) in %.1f s", state.status, parts.task.monitor, value, state.best_epoch, state.train_seconds)
+    log.info(
+        "%s: %s = %s (best epoch %s) in %.1f s",
+        state.status,
+        parts.task.monitor,
+        value,
+        state.best_epoch,
+        state.train_seconds,
+    )
     if trial is not None:
         trial.finish(outcome, str(run_dir))
     if cfg.optuna.objectives:  # several objectives (a multi-objective search)
-        return tuple(trial.value(outcome, key, i) if trial else float(outcome[key]) for i, key in enumerate(cfg.optuna.objectives))
+        return tuple(
+            trial.value(outcome, key, i) if trial else float(outcome[key])
+            for i, key in enumerate(cfg.optuna.objectives)
+        )
     return value
 
 
@@ -176,7 +200,9 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     state = RunState()
     source = checkpointer.last if checkpointer.last.is_file() else (Path(cfg.resume) if cfg.resume else None)
     if source is not None:
-        state = RunState.from_dict(restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config))
+        state = RunState.from_dict(
+            restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config)
+        )
         log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
     if state.status == Status.COMPLETED and state.epoch < t.epochs:
         state.status = Status.RUNNING  # a finished run resumed with a larger epoch budget
@@ -196,10 +222,19 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge) if main else NullLogger()
     progress = Progress(t.progress.value if main else "none", parts.steps_per_epoch * t.epochs, state.step)
     profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile and main else None
-    log.info("training %s on %s: %d epochs x %d steps, run dir %s", type(raw).__name__, parts.device, t.epochs, parts.steps_per_epoch, run_dir)
+    log.info(
+        "training %s on %s: %d epochs x %d steps, run dir %s",
+        type(raw).__name__,
+        parts.device,
+        t.epochs,
+        parts.steps_per_epoch,
+        run_dir,
+    )
     try:
         # anomaly mode: every backward op checks its outputs; the error names the one that made a NaN
-        anomaly = torch.autograd.detect_anomaly(check_nan=True) if cfg.debug.detect_anomaly else contextlib.nullcontext()
+        anomaly = (
+            torch.autograd.detect_anomaly(check_nan=True) if cfg.debug.detect_anomaly else contextlib.nullcontext()
+        )
         with GracefulStop() as stop, anomaly:
             history = run_dir / "history.json" if main else None
             state = train(parts, t, state, checkpointer, train_log, val_log, progress, history, profiler, trial, stop)
@@ -208,7 +243,11 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
         train_log.close()
         if profiler is not None:
             profiler.stop()
-            log.info("profiler trace in %s; top operators:\n%s", run_dir / "tb" / "profile", perf.profiler_table(profiler, cfg.profiler.row_limit))
+            log.info(
+                "profiler trace in %s; top operators:\n%s",
+                run_dir / "tb" / "profile",
+                perf.profiler_table(profiler, cfg.profiler.row_limit),
+            )
     state.speed["peak_memory_mb"] = perf.peak_memory_mb(parts.device)
     if stop.requested:
         val_log.close()

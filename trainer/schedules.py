@@ -68,7 +68,9 @@ def one_cycle(
 def plateau(
     optimizer: Optimizer, total_steps: int, mode: str, factor: float = 0.5, patience: int = 1, threshold: float = 0.01
 ) -> Schedule:
-    return Schedule(ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold), "epoch")
+    return Schedule(
+        ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold), "epoch"
+    )
 
 
 def constant(optimizer: Optimizer, total_steps: int, mode: str) -> Schedule:

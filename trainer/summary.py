@@ -36,7 +36,9 @@ def write(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def speed(speed: dict[str, Any], samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
     """Median steady-state step time and what follows from it."""
-    out: dict[str, Any] = {k: speed.get(k) for k in ("warmup_seconds", "time_to_target", "steps_to_target", "peak_memory_mb")}
+    out: dict[str, Any] = {
+        k: speed.get(k) for k in ("warmup_seconds", "time_to_target", "steps_to_target", "peak_memory_mb")
+    }
     windows = speed.get("window_step_ms") or []
     if windows:
         step_ms = statistics.median(windows)
@@ -84,6 +86,8 @@ def build(cfg, state, parts, value: float, started: float, versions: dict[str, A
         "loop_start_unix": state.speed.get("loop_start_unix"),
         "first_step_unix": state.speed.get("first_step_unix"),
         "precision_paths": parts.precision.paths if parts else {},
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu") if device else None,
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
+        if device
+        else None,
         "versions": versions,
     }

@@ -86,7 +86,9 @@ class AudioTask(Task):
         if unknown:
             raise ValueError(f"task.slow_metrics: unknown {sorted(unknown)}; known: {sorted(SLOW_METRICS)}")
         if monitor in SLOW_METRICS:
-            raise ValueError(f"task.monitor={monitor!r} is a slow metric (computed on a subset only); monitor a per-epoch metric")
+            raise ValueError(
+                f"task.monitor={monitor!r} is a slow metric (computed on a subset only); monitor a per-epoch metric"
+            )
         self.sample_rate = sample_rate
         self.clip_threshold = clip_threshold
         self.hf_cutoff_hz = hf_cutoff_hz if hf_cutoff_hz is not None else 0.75 * sample_rate / 2
@@ -129,7 +131,12 @@ class Denoise(AudioTask):
         return {"si_sdr": out, "si_sdri": out - M.si_sdr(inputs, target)}
 
 
-_KAISER_BEST = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596, "resampling_method": "sinc_interp_kaiser", "beta": 14.769656459379492}
+_KAISER_BEST = {
+    "lowpass_filter_width": 64,
+    "rolloff": 0.9475937167399596,
+    "resampling_method": "sinc_interp_kaiser",
+    "beta": 14.769656459379492,
+}
 
 
 class SuperResolution(AudioTask):
@@ -187,7 +194,13 @@ class TokenRecognition(Task):
     sentence error rate `ser`, and the mean hypothesis/reference length ratio `len_ratio`.
     """
 
-    def __init__(self, monitor: str = "ter", mode: str = "min", sample_rate: int = 16000, alphabet: str = "abcdefghijklmnopqrstuvwxyz"):
+    def __init__(
+        self,
+        monitor: str = "ter",
+        mode: str = "min",
+        sample_rate: int = 16000,
+        alphabet: str = "abcdefghijklmnopqrstuvwxyz",
+    ):
         super().__init__(monitor, mode)
         self.sample_rate, self.alphabet = sample_rate, alphabet
 
@@ -221,6 +234,9 @@ class TokenRecognition(Task):
     def examples(self, inputs, prediction, target, count):
         refs = self.references(target)
         return [
-            {"input": inputs["audio"][i, : int(inputs["audio_lengths"][i])].float().cpu(), "text": f"ref: {self.text(refs[i])}  \nhyp: {self.text(prediction[i])}"}
+            {
+                "input": inputs["audio"][i, : int(inputs["audio_lengths"][i])].float().cpu(),
+                "text": f"ref: {self.text(refs[i])}  \nhyp: {self.text(prediction[i])}",
+            }
             for i in range(min(count, len(refs)))
         ]

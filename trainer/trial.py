@@ -78,7 +78,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     )
     for attempt in range(5):
         try:
-            storage = _storage_class()(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+            storage = _storage_class()(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+            )
             if sqlite:
                 _write_ahead_log(storage.engine)
             return storage

@@ -96,7 +96,9 @@ def _plausible(path: Path, info) -> None:
         raise AudioError(f"{path}: unreadable (implausible header: {info.channels} channels at {info.samplerate} Hz)")
     decoded = info.frames * info.channels * 4
     if decoded > max(_MAX_DECODED_FLOOR, _MAX_EXPANSION * path.stat().st_size):
-        raise AudioError(f"{path}: unreadable (header claims {info.frames} frames x {info.channels} channels, more than the file holds)")
+        raise AudioError(
+            f"{path}: unreadable (header claims {info.frames} frames x {info.channels} channels, more than the file holds)"
+        )
 
 
 def _load(path: Path) -> tuple[np.ndarray, int]:

@@ -115,7 +115,9 @@ def render_noise(spec: Spec, clean: np.ndarray, index: int) -> np.ndarray:
         utterance = clean[pick].astype(np.float64)
         return np.roll(utterance, int(r.integers(len(utterance))))[:n]
 
-    clip = noise.make_noise(rng, spec.clip_length, spec.sample_rate, list(spec.families), spec.p_modulate, spec.p_reverb, talker)
+    clip = noise.make_noise(
+        rng, spec.clip_length, spec.sample_rate, list(spec.families), spec.p_modulate, spec.p_reverb, talker
+    )
     return clip[0].astype(np.float32)
 
 
@@ -157,7 +159,9 @@ def _workers() -> int:
 def _render(spec: Spec) -> Corpus:
     started = time.perf_counter()
     clean = _map(spec, None, spec.clean)
-    found = Corpus(clean, _map(spec, clean, spec.noises) if spec.families else np.zeros((0, spec.clip_length), np.float32))
+    found = Corpus(
+        clean, _map(spec, clean, spec.noises) if spec.families else np.zeros((0, spec.clip_length), np.float32)
+    )
     workers = _workers() if spec.clean >= _PARALLEL_MIN else 1
     log.info(
         "rendered the %s corpus (%d utterances, %d noise clips) in %.1f s on %d process%s",

@@ -72,7 +72,9 @@ def _listing(key: str, folder: Path) -> tuple[dict[str, Path], list[AudioError],
     return {name: group[0] for name, group in by_name.items() if len(group) == 1}, problems, set(by_name)
 
 
-def _scan(key: str, folder: Path, files: dict[str, Path], silence_db: float, sample_rate: int) -> dict[str, AudioInfo | AudioError]:
+def _scan(
+    key: str, folder: Path, files: dict[str, Path], silence_db: float, sample_rate: int
+) -> dict[str, AudioInfo | AudioError]:
     """Full read of every file. Threads: libsndfile and numpy release the GIL, and a
     corpus scan is disk- and decode-bound."""
     t0 = time.perf_counter()
@@ -110,7 +112,9 @@ def _enforce(policy: str, what: str, problems: list[AudioError], skipped: int, t
         raise ValueError(f"{what}: all {total} {unit} are bad (data.bad_files=skip): nothing left to use")
 
 
-def _good_files(key: str, path: str | Path | None, policy: str, silence_db: float, sample_rate: int) -> dict[str, AudioInfo]:
+def _good_files(
+    key: str, path: str | Path | None, policy: str, silence_db: float, sample_rate: int
+) -> dict[str, AudioInfo]:
     folder = _folder(key, path)
     files, problems, _ = _listing(key, folder)
     total = len(files) + len(problems)  # so far, the problems are the duplicates
@@ -344,8 +348,13 @@ class FolderMix:
                 self._train_noise = self._valid_noise = list(noise.values())
             else:
                 self._train_noise, self._valid_noise = _divide(noise, valid_fraction, f"data.noise_dir ({noise_dir})")
-        log.info("data: %d training and %d validation speech files, %d/%d noise files",
-                 len(self._train), len(self._valid), len(self._train_noise), len(self._valid_noise))
+        log.info(
+            "data: %d training and %d validation speech files, %d/%d noise files",
+            len(self._train),
+            len(self._valid),
+            len(self._train_noise),
+            len(self._valid_noise),
+        )
 
     def _crop(self, info: AudioInfo, start: int) -> np.ndarray:
         return audio_io.read_segment(info, self.sample_rate, start, self.length)

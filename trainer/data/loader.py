@@ -31,7 +31,9 @@ class EpochSampler(Sampler[int]):
     global examples.
     """
 
-    def __init__(self, dataset_len: int, per_epoch: int, seed: int, infinite: bool, batch: int = 1, rank: int = 0, world: int = 1):
+    def __init__(
+        self, dataset_len: int, per_epoch: int, seed: int, infinite: bool, batch: int = 1, rank: int = 0, world: int = 1
+    ):
         self.dataset_len, self.per_epoch, self.seed, self.infinite = dataset_len, per_epoch, seed, infinite
         self.batch, self.rank, self.world = batch, rank, world
         self.epoch, self.start = 0, 0
@@ -67,8 +69,15 @@ class EpochSampler(Sampler[int]):
 
 
 def train_loader(
-    dataset: Dataset, infinite: bool, batch_size: int, per_epoch_batches: int | None, seed: int, num_workers: int, pin: bool,
-    rank: int = 0, world: int = 1,
+    dataset: Dataset,
+    infinite: bool,
+    batch_size: int,
+    per_epoch_batches: int | None,
+    seed: int,
+    num_workers: int,
+    pin: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[DataLoader, EpochSampler]:
     """A loader whose sampler is moved with `sampler.set_position(epoch, start_example)`.
     `batch_size` is the global batch; each of `world` ranks loads `batch_size // world`.

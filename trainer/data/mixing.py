@@ -10,7 +10,9 @@ def _rms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64) / x.shape[1])[:, None]
 
 
-def mix(clean: np.ndarray, noise: np.ndarray | None, snr_db: np.ndarray, level_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mix(
+    clean: np.ndarray, noise: np.ndarray | None, snr_db: np.ndarray, level_db: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(noisy, clean) float32 rows for a batch: noise scaled to `snr_db` by RMS and added,
     then one gain on both (the pair stays aligned in level) so that the clean level is
     `level_db` dBFS, lowered where the mixture would pass 0.99 (never clipped).
@@ -28,7 +30,9 @@ def mix(clean: np.ndarray, noise: np.ndarray | None, snr_db: np.ndarray, level_d
         noisy *= scale.astype(np.float32)
         noisy += clean
     peak = np.maximum(noisy.max(axis=1, keepdims=True), -noisy.min(axis=1, keepdims=True)) + 1e-12
-    gain = np.minimum(10 ** (np.asarray(level_db, np.float64)[:, None] / 20) / clean_rms, 0.99 / peak).astype(np.float32)
+    gain = np.minimum(10 ** (np.asarray(level_db, np.float64)[:, None] / 20) / clean_rms, 0.99 / peak).astype(
+        np.float32
+    )
     noisy *= gain
     clean *= gain
     return noisy, clean

@@ -50,7 +50,9 @@ class SyntheticSpeech:
     ):
         unknown = set(families) - set(noise.FAMILIES)
         if unknown:
-            raise ValueError(f"data.families: unknown noise families {sorted(unknown)}; known: {sorted(noise.FAMILIES)}")
+            raise ValueError(
+                f"data.families: unknown noise families {sorted(unknown)}; known: {sorted(noise.FAMILIES)}"
+            )
         if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
             raise ValueError(f"data.snr_db must be [low, high] with low <= high, got {list(snr_db)}")
         if corpus_size < 1 or noise_corpus_size < 1:

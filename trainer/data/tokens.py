@@ -49,7 +49,13 @@ class SyntheticTokens:
         val_size: int = 256,
         seed: int = 0,
     ):
-        for key, pair in (("tokens", tokens), ("token_ms", token_ms), ("gap_ms", gap_ms), ("snr_db", snr_db), ("level_db", level_db)):
+        for key, pair in (
+            ("tokens", tokens),
+            ("token_ms", token_ms),
+            ("gap_ms", gap_ms),
+            ("snr_db", snr_db),
+            ("level_db", level_db),
+        ):
             if len(pair) != 2 or pair[0] > pair[1]:
                 raise ValueError(f"data.{key} must be [low, high] with low <= high, got {list(pair)}")
         if vocab < 1 or tokens[0] < 1:

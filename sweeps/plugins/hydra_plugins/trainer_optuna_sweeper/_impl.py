@@ -67,7 +67,9 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         stale = storage._get_stale_trial_ids(study._study_id)
         for trial_id in stale:
             study._storage.set_trial_user_attr(trial_id, "stale", True)
-            study._storage.set_trial_user_attr(trial_id, "reason", f"no heartbeat for over {self.grace_period} s: its sweeper or job was killed")
+            study._storage.set_trial_user_attr(
+                trial_id, "reason", f"no heartbeat for over {self.grace_period} s: its sweeper or job was killed"
+            )
             study._storage.set_trial_state(trial_id, TrialState.FAIL)
         if stale:
             numbers = sorted(study._storage.get_trial(i).number for i in stale)
@@ -103,13 +105,18 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                     f"study {study.study_name!r}: this search space does not fit the trials already in it ({err}). "
                     "Start a new study (hydra.sweeper.study_name=...) or restore the search space."
                 ) from None
-            twin = next((t for t in previous if t.params and t.params == trial.params and "duplicate_of" not in t.user_attrs), None)
+            twin = next(
+                (t for t in previous if t.params and t.params == trial.params and "duplicate_of" not in t.user_attrs),
+                None,
+            )
             if twin is None:
                 return trial
             study._storage.set_trial_user_attr(trial._trial_id, "duplicate_of", twin.number)
             study.tell(trial, state=TrialState.FAIL)
             log.info("trial %d repeated trial %d's parameters; drawing again", trial.number, twin.number)
-        raise RuntimeError(f"{self.max_duplicate_draws + 1} draws in a row repeated tried parameters: the search space looks exhausted")
+        raise RuntimeError(
+            f"{self.max_duplicate_draws + 1} draws in a row repeated tried parameters: the search space looks exhausted"
+        )
 
     def _link(self, study: optuna.Study, trial: optuna.trial.Trial) -> list[str]:
         """The overrides that tell a job which trial it is."""
@@ -168,13 +175,19 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         for name in fixed:
             distributions.pop(name, None)
         if isinstance(self.sampler, __import__("functools").partial):
-            raise ValueError("hydra/sweeper/sampler=grid is not supported by trainer_optuna; use the released `optuna` sweeper")
+            raise ValueError(
+                "hydra/sweeper/sampler=grid is not supported by trainer_optuna; use the released `optuna` sweeper"
+            )
         if str(self.storage).startswith("sqlite:///"):
             Path(str(self.storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         directions = self._get_directions()
         storage = open_storage(str(self.storage), self.heartbeat_interval, self.grace_period)
         study = optuna.create_study(
-            study_name=self.study_name, storage=storage, sampler=self.sampler, directions=directions, load_if_exists=True
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            directions=directions,
+            load_if_exists=True,
         )
         self._fail_stale(study, storage)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -182,7 +195,14 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         # resolved, for `python -m sweeps.report <sweep dir>` and for people
         OmegaConf.save(
-            OmegaConf.create({"storage": str(self.storage), "study_name": study.study_name, "n_trials": self.n_trials, "directions": directions}),
+            OmegaConf.create(
+                {
+                    "storage": str(self.storage),
+                    "study_name": study.study_name,
+                    "n_trials": self.n_trials,
+                    "directions": directions,
+                }
+            ),
             sweep_dir / "study.yaml",
         )
         done = sum(counted(t) for t in study.get_trials(deepcopy=False))
@@ -204,7 +224,9 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                 if trial is not None:
                     trials.append(trial)
                     # the search's own cost for this trial (sampling, storage), beside the job's
-                    study._storage.set_trial_system_attr(trial._trial_id, "sampler_seconds", time.perf_counter() - start)
+                    study._storage.set_trial_system_attr(
+                        trial._trial_id, "sampler_seconds", time.perf_counter() - start
+                    )
             if not trials:
                 break
             overrides = [
@@ -232,6 +254,9 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             results: dict[str, Any] = {"name": "optuna", "best_params": best.params, "best_value": best.value}
             log.info("best value %s with %s (trial %d)", best.value, best.params, best.number)
         else:
-            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
+            results = {
+                "name": "optuna",
+                "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
+            }
             log.info("%d Pareto-optimal trials", len(study.best_trials))
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")

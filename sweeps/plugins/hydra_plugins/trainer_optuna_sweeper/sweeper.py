@@ -41,7 +41,9 @@ class TrainerOptunaSweeperConf(OptunaSweeperConf):
     max_duplicate_draws: int = 20  # re-draws of an already-tried parameter set before giving up
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="trainer_optuna", node=TrainerOptunaSweeperConf, provider="audio-sweeps")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="trainer_optuna", node=TrainerOptunaSweeperConf, provider="audio-sweeps"
+)
 
 
 class TrainerOptunaSweeper(Sweeper):
@@ -52,7 +54,9 @@ class TrainerOptunaSweeper(Sweeper):
         custom_search_space, params, heartbeat_interval, grace_period, max_duplicate_draws,
     ) -> None:  # fmt: skip
         if storage is None or study_name is None:
-            raise ValueError("hydra.sweeper.storage and hydra.sweeper.study_name must be set: a study has to persist to resume")
+            raise ValueError(
+                "hydra.sweeper.storage and hydra.sweeper.study_name must be set: a study has to persist to resume"
+            )
         from hydra_plugins.trainer_optuna_sweeper._impl import ResilientSweeperImpl
 
         self.sweeper = ResilientSweeperImpl(
