@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from trainer.data import noise, voice
+from trainer.data.augment import Augment
 from trainer.data.loader import EpochSampler, train_loader
 from trainer.data.synthetic import SyntheticSpeech
+from trainer.data.tokens import SyntheticTokens
 
 SMALL = dict(segment_seconds=0.25, corpus_size=8, noise_corpus_size=8, val_size=4)
 
@@ -90,3 +92,19 @@ def test_voice_renders_at_other_sample_rates():
     for sr in (8000, 22050, 48000):
         y = voice.render(np.random.default_rng(0), sr // 2, sr)
         assert y.shape == (sr // 2,) and np.isfinite(y).all() and y.std() > 0
+
+
+@pytest.mark.parametrize(
+    "build,key",
+    [
+        (lambda: SyntheticSpeech(snr_db=[15, -5]), "data.snr_db"),
+        (lambda: SyntheticTokens(gap_ms=[50, 10]), "data.gap_ms"),
+        (lambda: Augment(16000, gain_db=[3.0, float("nan")]), "augment.gain_db"),
+    ],
+)
+def test_every_source_refuses_a_reversed_or_non_finite_range_naming_its_key(build, key):
+    from trainer.data.checks import span
+
+    assert span("k", [1, 2]) == (1.0, 2.0) and span("k", (3, 3)) == (3.0, 3.0)
+    with pytest.raises(ValueError, match=rf"^{key} must be \[low, high\] with low <= high, got"):
+        build()

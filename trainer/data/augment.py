@@ -12,13 +12,14 @@ the others draw for the same key (an ablation changes one thing).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch.utils.data import Dataset
+
+from trainer.data.checks import span
 
 PEAK = 0.99  # outputs are scaled (never clipped) to stay below this
 # Direct-to-reverberant ratio of the synthetic rooms: from a far talker in a live room
@@ -31,12 +32,10 @@ _REVERB, _SNR, _BANDLIMIT, _GAIN, _SHIFT, _POLARITY = range(6)
 def _range(name: str, value: Sequence[float] | None, positive: bool = False) -> tuple[float, float] | None:
     if value is None:
         return None
-    lo_hi = tuple(float(v) for v in value)
-    if len(lo_hi) != 2 or not lo_hi[0] <= lo_hi[1] or not all(math.isfinite(v) for v in lo_hi):
-        raise ValueError(f"augment.{name} must be [lo, hi] with lo <= hi, got {list(value)}")
+    lo_hi = span(f"augment.{name}", value)
     if positive and lo_hi[0] <= 0:
         raise ValueError(f"augment.{name} must be positive, got {list(value)}")
-    return lo_hi  # type: ignore[return-value]
+    return lo_hi
 
 
 def _probability(name: str, p: float) -> float:

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from trainer.data import audio_io
 from trainer.data.audio_io import AudioError, AudioInfo
+from trainer.data.checks import span
 from trainer.data.mixing import mix
 
 log = logging.getLogger("trainer")
@@ -159,12 +160,6 @@ def _check(sample_rate: int, segment_seconds: float, bad_files: str, valid_fract
     if length < 1:
         raise ValueError(f"data.segment_seconds must give at least one sample, got {segment_seconds}")
     return length
-
-
-def _range(key: str, value: Sequence[float]) -> tuple[float, float]:
-    if len(value) != 2 or value[0] > value[1]:
-        raise ValueError(f"data.{key} must be [low, high] with low <= high, got {list(value)}")
-    return float(value[0]), float(value[1])
 
 
 def _start(rng: np.random.Generator, available: int, length: int) -> int:
@@ -326,7 +321,7 @@ class FolderMix:
         seed: int = 0,
     ):
         self.length = _check(sample_rate, segment_seconds, bad_files, valid_fraction)
-        self.snr_db, self.level_db = _range("snr_db", snr_db), _range("level_db", level_db)
+        self.snr_db, self.level_db = span("data.snr_db", snr_db), span("data.level_db", level_db)
         if noise_dir is None and valid_noise_dir is not None:
             raise ValueError("data.valid_noise_dir is set but data.noise_dir is not")
         self.sample_rate, self.seed = int(sample_rate), seed

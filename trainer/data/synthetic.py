@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from trainer.data import corpus, noise
+from trainer.data.checks import span
 from trainer.data.corpus import TRAIN, VALID
 from trainer.data.mixing import mix
 
@@ -53,8 +54,7 @@ class SyntheticSpeech:
             raise ValueError(
                 f"data.families: unknown noise families {sorted(unknown)}; known: {sorted(noise.FAMILIES)}"
             )
-        if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
-            raise ValueError(f"data.snr_db must be [low, high] with low <= high, got {list(snr_db)}")
+        snr_db = span("data.snr_db", snr_db)
         if corpus_size < 1 or noise_corpus_size < 1:
             raise ValueError("data.corpus_size and data.noise_corpus_size must be >= 1")
         self.sample_rate = sample_rate

@@ -6,8 +6,9 @@ log-spaced grid, a high partial from another, gliding up or down by `glide` over
 token. An utterance has `tokens` such tokens, each of random duration and level, separated
 by silent gaps of random length (which is what tells "a a" from "a"), spoken by a random
 "talker" (all frequencies scaled together by up to `talker_shift`), in white or pink noise
-(a random crop of one of 16 pre-rendered clips) at a random SNR, at a random level, and padded with zeros to a fixed length (with its true
-length alongside), so every batch has one shape.
+(a random crop of one of 16 pre-rendered clips) at a random SNR, at a random level, and
+padded with zeros to a fixed length (with its true length alongside), so every batch has
+one shape.
 
 Every draw is a pure function of `(seed, split, index)`, like the enhancement data.
 """
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from trainer.data.checks import span
 from trainer.data.synthetic import TRAIN, VALID, Split
 
 
@@ -56,8 +58,7 @@ class SyntheticTokens:
             ("snr_db", snr_db),
             ("level_db", level_db),
         ):
-            if len(pair) != 2 or pair[0] > pair[1]:
-                raise ValueError(f"data.{key} must be [low, high] with low <= high, got {list(pair)}")
+            span(f"data.{key}", pair)
         if vocab < 1 or tokens[0] < 1:
             raise ValueError(f"data.vocab and data.tokens[0] must be >= 1, got {vocab} and {tokens[0]}")
         self.sample_rate, self.vocab = sample_rate, vocab
