@@ -100,12 +100,12 @@ def _study_report_renders(tmp_path: Path, study: str, trials: int) -> None:
 
 
 def test_stale_running_trial_is_failed_at_start(tmp_path):
-    from trainer.trial import open_storage
+    from trainer.optuna_compat import open_storage, record_heartbeat, trial_id
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="stale", storage=open_storage(url, 1, 1), direction="maximize")
     killed = study.ask()  # a trial whose sweeper was SIGKILLed: RUNNING, one old heartbeat
-    study._storage.record_heartbeat(killed._trial_id)
+    record_heartbeat(study, trial_id(killed))
     time.sleep(2.5)
     proc = search(
         tmp_path,

@@ -16,8 +16,9 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from trainer import optuna_compat as compat
 from trainer import summary
-from trainer.trial import open_storage
+from trainer.optuna_compat import open_storage
 
 log = logging.getLogger("hydra_plugins.trainer_optuna_sweeper.sweeper")
 
@@ -64,15 +65,15 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
 
     # -- study bookkeeping ------------------------------------------------------------
     def _fail_stale(self, study: optuna.Study, storage) -> None:
-        stale = storage._get_stale_trial_ids(study._study_id)
+        stale = compat.stale_trial_ids(storage, study)
         for trial_id in stale:
-            study._storage.set_trial_user_attr(trial_id, "stale", True)
-            study._storage.set_trial_user_attr(
-                trial_id, "reason", f"no heartbeat for over {self.grace_period} s: its sweeper or job was killed"
+            compat.set_user_attr(study, trial_id, "stale", True)
+            compat.set_user_attr(
+                study, trial_id, "reason", f"no heartbeat for over {self.grace_period} s: its sweeper or job was killed"
             )
-            study._storage.set_trial_state(trial_id, TrialState.FAIL)
+            compat.fail(study, trial_id)
         if stale:
-            numbers = sorted(study._storage.get_trial(i).number for i in stale)
+            numbers = sorted(compat.number(study, i) for i in stale)
             log.warning("marked %d stale RUNNING trial(s) as FAIL: %s", len(stale), numbers)
 
     def _in_budget(self, study: optuna.Study) -> int:
@@ -83,11 +84,11 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         """A trial with a parameter set not tried before, or None when the budget is spent."""
         for _ in range(self.max_duplicate_draws + 1):
             trial = study.ask()
-            study._storage.record_heartbeat(trial._trial_id)
+            compat.record_heartbeat(study, compat.trial_id(trial))
             previous = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
             if sum(counted(t) or t.state == TrialState.RUNNING for t in previous) >= self.n_trials:
                 # another worker took the last slot between our count and our ask
-                study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
+                compat.set_user_attr(study, compat.trial_id(trial), "surplus", True)
                 study.tell(trial, state=TrialState.FAIL)
                 return None
             try:
@@ -95,11 +96,11 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                 # user attribute: one database commit each, per trial; the run directory's
                 # .hydra/overrides.yaml already records them.
                 for name, distribution in distributions.items():
-                    trial._suggest(name, distribution)
+                    compat.suggest(trial, name, distribution)
                 if self.custom_search_space_extender:
                     self.custom_search_space_extender(self.config, trial)
             except ValueError as err:  # e.g. a parameter's distribution changed since the study began
-                study._storage.set_trial_user_attr(trial._trial_id, "aborted", str(err))
+                compat.set_user_attr(study, compat.trial_id(trial), "aborted", str(err))
                 study.tell(trial, state=TrialState.FAIL)
                 raise ValueError(
                     f"study {study.study_name!r}: this search space does not fit the trials already in it ({err}). "
@@ -111,7 +112,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             )
             if twin is None:
                 return trial
-            study._storage.set_trial_user_attr(trial._trial_id, "duplicate_of", twin.number)
+            compat.set_user_attr(study, compat.trial_id(trial), "duplicate_of", twin.number)
             study.tell(trial, state=TrialState.FAIL)
             log.info("trial %d repeated trial %d's parameters; drawing again", trial.number, twin.number)
         raise RuntimeError(
@@ -123,7 +124,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         return [
             f"optuna.storage='{self.storage}'",
             f"optuna.study_name='{study.study_name}'",
-            f"optuna.trial_id={trial._trial_id}",
+            f"optuna.trial_id={compat.trial_id(trial)}",
             f"optuna.trial_number={trial.number}",
         ]
 
@@ -145,7 +146,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         if ret.status == JobStatus.FAILED:
             err = ret._return_value
             reason = f"{type(err).__name__}: {err}"
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            compat.set_user_attr(study, compat.trial_id(trial), "reason", reason)
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, reason)
             return True
@@ -160,7 +161,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             values = []
         if status == "diverged" or len(values) != n_directions or not all(math.isfinite(v) for v in values):
             reason = outcome.get("reason") or f"returned {ret.return_value!r}"
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            compat.set_user_attr(study, compat.trial_id(trial), "reason", reason)
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed (%s): %s", trial.number, status or "bad value", reason)
             return True
@@ -224,8 +225,8 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                 if trial is not None:
                     trials.append(trial)
                     # the search's own cost for this trial (sampling, storage), beside the job's
-                    study._storage.set_trial_system_attr(
-                        trial._trial_id, "sampler_seconds", time.perf_counter() - start
+                    compat.set_system_attr(
+                        study, compat.trial_id(trial), "sampler_seconds", time.perf_counter() - start
                     )
             if not trials:
                 break
@@ -233,7 +234,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                 tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()) + tuple(self._link(study, trial))
                 for trial in trials
             ]
-            with Heartbeat(storage, [t._trial_id for t in trials], self.heartbeat_interval):
+            with Heartbeat(storage, [compat.trial_id(t) for t in trials], self.heartbeat_interval):
                 returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns):
                 failures += self._tell(study, trial, ret, len(directions))
