@@ -108,3 +108,23 @@ def test_every_source_refuses_a_reversed_or_non_finite_range_naming_its_key(buil
     assert span("k", [1, 2]) == (1.0, 2.0) and span("k", (3, 3)) == (3.0, 3.0)
     with pytest.raises(ValueError, match=rf"^{key} must be \[low, high\] with low <= high, got"):
         build()
+
+
+def test_the_keyed_adapter_draws_any_key_and_fixes_and_remembers_a_validation_set():
+    from trainer.data.keyed import Keyed
+
+    calls = []
+
+    def fetch(keys):
+        calls.append(list(keys))
+        return [{"x": torch.tensor([float(k)])} for k in keys]
+
+    train = Keyed.draws(fetch, size=4)
+    assert len(train) == 4 and [e["x"].item() for e in train.__getitems__([9, 2])] == [9.0, 2.0]  # epoch 2, key 9
+    assert calls == [[9, 2]]  # one batched fetch
+    valid = Keyed.fixed_set(fetch, size=3, memo=True)
+    first = valid.__getitems__([0, 2])
+    assert valid.__getitems__([2, 0])[0] is first[1]  # remembered, not rendered again
+    assert calls[1:] == [[0], [2]]
+    with pytest.raises(IndexError):
+        valid[3]

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from trainer.data import audio_io
 from trainer.data.audio_io import AudioError, AudioInfo
 from trainer.data.checks import span
+from trainer.data.keyed import Keyed
 from trainer.data.mixing import mix
 
 log = logging.getLogger("trainer")
@@ -173,37 +174,6 @@ def _name_seed(name: str) -> int:
 # ---------------------------------------------------------------- datasets
 
 
-class _Draws(Dataset):
-    """Training set: `N` examples, fetched by draw key (`epoch * N + i`)."""
-
-    def __init__(self, draw: Callable[[list[int]], list[dict[str, torch.Tensor]]], size: int):
-        self.draw, self.size = draw, size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitems__(self, keys: list[int]) -> list[dict[str, torch.Tensor]]:
-        return self.draw([int(k) for k in keys])
-
-    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
-        return self.draw([int(key)])[0]
-
-
-class _Fixed(Dataset):
-    """Validation set: example `i` is always the same."""
-
-    def __init__(self, example: Callable[[int], dict[str, torch.Tensor]], size: int):
-        self.example, self.size = example, size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.size:
-            raise IndexError(index)
-        return self.example(int(index))
-
-
 def _tensors(**arrays: np.ndarray) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
 
@@ -289,10 +259,10 @@ class FolderPairs:
         return self._example(self._valid[index], 0)
 
     def train(self) -> Dataset:
-        return _Draws(self._draw, len(self._train))
+        return Keyed.draws(self._draw, len(self._train))
 
     def valid(self) -> Dataset:
-        return _Fixed(self._valid_example, len(self._valid))
+        return Keyed.fixed_set(lambda keys: [self._valid_example(k) for k in keys], len(self._valid))
 
 
 # ---------------------------------------------------------------- speech + noise (trainer/data/mixing.py)
@@ -385,7 +355,7 @@ class FolderMix:
         return self._examples([(rng, info, 0)], self._valid_noise)[0]
 
     def train(self) -> Dataset:
-        return _Draws(self._draw, len(self._train))
+        return Keyed.draws(self._draw, len(self._train))
 
     def valid(self) -> Dataset:
-        return _Fixed(self._valid_example, len(self._valid))
+        return Keyed.fixed_set(lambda keys: [self._valid_example(k) for k in keys], len(self._valid))

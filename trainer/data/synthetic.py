@@ -14,6 +14,7 @@ seen. The validation split uses its own seed stream (unseen utterances, talkers,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset
 from trainer.data import corpus, noise
 from trainer.data.checks import span
 from trainer.data.corpus import TRAIN, VALID
+from trainer.data.keyed import Keyed
 from trainer.data.mixing import mix
 
 _MIX = 2  # the draw's own random stream: (seed, split, _MIX, index); 0 and 1 render the corpus
@@ -119,33 +121,8 @@ class SyntheticSpeech:
 
     def train(self) -> Dataset:
         self.corpus(TRAIN)  # now, in the main process: loader workers and DDP ranks then share it
-        return Split(self, TRAIN, None)
+        return Keyed.draws(functools.partial(self.examples, TRAIN))
 
     def valid(self) -> Dataset:
         self.corpus(VALID)
-        return Split(self, VALID, self.val_size)
-
-
-class Split(Dataset):
-    """A split of a procedural source: unbounded (`size=None`, every index a fresh draw) or
-    a fixed set of `size` examples rendered once."""
-
-    def __init__(self, source: SyntheticSpeech, split: int, size: int | None):
-        self.source, self.split, self.size = source, split, size
-        self._memo: dict[int, dict[str, torch.Tensor]] = {}  # the fixed validation set, rendered once
-
-    def __len__(self) -> int:
-        return self.size if self.size is not None else 2**62
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched fetch (the DataLoader calls this with a whole batch of indices)."""
-        if self.size is None:
-            return self.source.examples(self.split, indices)
-        return [self[i] for i in indices]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if self.size is None:
-            return self.source.example(self.split, int(index))
-        if index not in self._memo:
-            self._memo[index] = self.source.example(self.split, int(index))
-        return self._memo[index]
+        return Keyed.fixed_set(functools.partial(self.examples, VALID), self.val_size, memo=True)

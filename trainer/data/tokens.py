@@ -15,6 +15,7 @@ Every draw is a pure function of `(seed, split, index)`, like the enhancement da
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 
 from trainer.data.checks import span
-from trainer.data.synthetic import TRAIN, VALID, Split
+from trainer.data.keyed import Keyed
+from trainer.data.synthetic import TRAIN, VALID
 
 
 def token_table(vocab: int, low_hz=(220.0, 900.0), high_hz=(1100.0, 3600.0)) -> list[tuple[float, float, int]]:
@@ -135,8 +137,8 @@ class SyntheticTokens:
     def examples(self, split: int, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         return [self.example(split, i) for i in indices]
 
-    def train(self) -> Split:
-        return Split(self, TRAIN, None)
+    def train(self) -> Keyed:
+        return Keyed.draws(functools.partial(self.examples, TRAIN))
 
-    def valid(self) -> Split:
-        return Split(self, VALID, self.val_size)
+    def valid(self) -> Keyed:
+        return Keyed.fixed_set(functools.partial(self.examples, VALID), self.val_size, memo=True)
