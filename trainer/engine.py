@@ -27,14 +27,10 @@ from trainer.history import RunState, write_json
 from trainer.loggers import Logger, Progress
 from trainer.perf import Precision, ShapeGuard
 from trainer.schedules import Schedule
-from trainer.status import Status
+from trainer.stopping import Diverged, StopPolicy
 from trainer.tasks import Task
 
 log = logging.getLogger("trainer")
-
-
-class Diverged(RuntimeError):
-    pass
 
 
 @dataclass
@@ -221,35 +217,6 @@ class Window:
         return out
 
 
-def record_validation(p: Parts, cfg: TrainerConfig, state: RunState, metrics: dict[str, float], seconds: float) -> bool:
-    """Fold one validation into the state: best, early stopping, target, history. Returns
-    whether the monitored metric improved."""
-    task, es = p.task, cfg.early_stopping
-    value = metrics[task.monitor]
-    if not math.isfinite(value):
-        raise Diverged(f"validation {task.monitor} is {value} after epoch {state.epoch + 1}")
-    state.epoch += 1
-    improved = task.improved(value, state.best, es.min_delta)
-    if improved:
-        state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-    else:
-        state.bad_epochs += 1
-    if cfg.target is not None and "time_to_target" not in state.speed and not task.improved(cfg.target, value):
-        state.speed.update(time_to_target=seconds, steps_to_target=state.step)
-    state.history.append({"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 3), **metrics})
-    log.info(
-        "epoch %d/%d  %s %.4f (best %.4f @ %d)  %s",
-        state.epoch, cfg.epochs, task.monitor, value, state.best, state.best_epoch,
-        " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != task.monitor),
-    )  # fmt: skip
-    if es.enabled and state.bad_epochs >= es.patience:
-        state.status = Status.EARLY_STOPPED
-        state.reason = f"no improvement of {task.monitor} for {state.bad_epochs} validations"
-    elif state.epoch >= cfg.epochs:
-        state.status = Status.COMPLETED
-    return improved
-
-
 def train(
     p: Parts,
     cfg: TrainerConfig,
@@ -267,6 +234,7 @@ def train(
     trial's pruner says stop; returns the final state. `stop` (trainer.signals.GracefulStop)
     ends the run after the current step with a checkpoint and status `interrupted`."""
     samples_per_step = cfg.batch_size * cfg.grad_accum
+    policy = StopPolicy(p.task, cfg.epochs, cfg.early_stopping, cfg.target)
     clock = start = time.perf_counter()
     # Every process warms up again (compilation, CUDA graphs, a cold corpus), resumed or not.
     start_step = state.step
@@ -343,7 +311,7 @@ def train(
                     save_last()
                 if stop is not None and stop.agreed(p.dist):
                     window.check(state.step)
-                    state.status, state.reason = Status.INTERRUPTED, f"{stop.signal_name} after step {state.step}"
+                    policy.interrupted(state, stop.signal_name)
                     save_last()  # mid-epoch: a resume continues from this very step
                     p.dist.barrier()  # no rank exits (and gets its launcher to kill the others) before it is written
                     return state
@@ -356,10 +324,8 @@ def train(
             metrics, examples = evaluate(p, slow, media, spent)
             since = spend("validation", since)  # slow metrics included
             account_time()
-            improved = record_validation(p, cfg, state, metrics, state.train_seconds)
-            if trial is not None and trial.report(state.epoch, metrics[p.task.monitor]) and not state.finished:
-                state.status, state.reason = Status.PRUNED, f"pruned by the search's pruner after epoch {state.epoch}"
-                log.info("trial %s %s", trial.number, state.reason)
+            improved = policy.validated(state, metrics, state.train_seconds)
+            policy.pruned(state, trial, metrics[p.task.monitor])
             p.schedule.after_validation(metrics[p.task.monitor])
             val_log.log({(k if k.startswith("loss/") else f"metrics/{k}"): x for k, x in metrics.items()}, state.step)
             if examples:  # inputs and targets once per run (the first validation), outputs each time
@@ -377,7 +343,6 @@ def train(
             if state.finished:
                 break
     except Diverged as err:
-        state.status, state.reason = Status.DIVERGED, str(err)
-        log.error("run diverged: %s", err)
+        policy.diverged(state, err)
     account_time()
     return state
