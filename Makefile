@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: train test bench clean-venv
+.PHONY: train test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ train: $(STAMP)  ## the default job: speech enhancement on the embedded dataset
 
 test: $(STAMP)  ## the test suite, on CPU, one pytest-xdist worker per core (at most 4), longest tests first
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal $(ARGS)
+
+lint: $(STAMP)  ## ruff: the checks of pyproject.toml [tool.ruff] and the formatting, changing nothing
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: $(STAMP)  ## engine overhead and data throughput
 	$(PY) -m sweeps.bench_engine

@@ -3,12 +3,14 @@ network, and how the network's per-frame output becomes a waveform again.
 
 Every model that works on frames takes one of these instead of writing its own STFT:
 
-| domain      | features per frame                  | the network predicts                                |
-|-------------|-------------------------------------|-----------------------------------------------------|
-| `waveform`  | the raw samples of a windowed frame | a correction to the frame (overlap-add)             |
-| `magnitude` | log-magnitude STFT                  | a mask: `gain` per bin (noisy phase) or `complex` ratio (+ an additive spectrum with `residual`) |
-| `complex`   | power-law compressed real/imag STFT | the same choice of mask                             |
-| log-mel     | log-mel filterbank (`LogMel`)       | nothing: features only (recognition front end)      |
+| domain      | features per frame                  | the network predicts                                        |
+|-------------|-------------------------------------|-------------------------------------------------------------|
+| `waveform`  | the raw samples of a windowed frame | a correction to the frame (overlap-add)                     |
+| `magnitude` | log-magnitude STFT                  | a mask: `gain` per bin (noisy phase) or `complex` ratio (*) |
+| `complex`   | power-law compressed real/imag STFT | the same choice of mask                                     |
+| log-mel     | log-mel filterbank (`LogMel`)       | nothing: features only (recognition front end)              |
+
+(*) with `residual`: the `complex` ratio plus an additive spectrum.
 
 The transforms are torchaudio's (`Spectrogram`, `InverseSpectrogram`, `MelSpectrogram`)
 and `torch.nn.functional.fold` for the overlap-add. They run in float32 even under autocast:

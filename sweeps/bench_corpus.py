@@ -57,7 +57,8 @@ def main(argv: list[str]) -> None:
             times["empty cache (first launch)"].append(sweep(args.jobs, args.steps, str(tmp / "cache"), tmp / "b"))
             times["warm cache (relaunch)"].append(sweep(args.jobs, args.steps, str(tmp / "cache"), tmp / "c"))
     print(
-        f"## A {args.jobs}-job sweep of {args.steps}-step jobs (basic launcher)\n\nCPU: {cpu()}; {time.strftime('%Y-%m-%d')}\n"
+        f"## A {args.jobs}-job sweep of {args.steps}-step jobs (basic launcher)\n\n"
+        f"CPU: {cpu()}; {time.strftime('%Y-%m-%d')}\n"
     )
     print("| corpus | wall s (median) | per job s |\n|---|---|---|")
     for name, values in times.items():

@@ -52,9 +52,20 @@ def run_once(overrides: list[str], env: dict[str, str], cache: Path) -> tuple[fl
         run_dir = Path(tmp) / "run"
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "trainer", f"hydra.run.dir={run_dir}", "trainer.progress=log", f"data.cache_dir={cache}", *overrides],
-            cwd=ROOT, env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "trainer",
+                f"hydra.run.dir={run_dir}",
+                "trainer.progress=log",
+                f"data.cache_dir={cache}",
+                *overrides,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             sys.exit(f"the job failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -80,8 +91,12 @@ def main(argv: list[str]) -> None:
             cache = Path(shared) if args.warm_cache else Path(shared) / f"cold-{i}"
             rows.append(run_once(overrides, env, cache))
     cap = f", kernels capped at {args.cap_isa.upper()}" if args.cap_isa else ""
-    print(f"## The default job{' (' + ' '.join(overrides) + ')' if overrides else ''}: {args.repeats} runs, "
-          f"{'warm' if args.warm_cache else 'cold'} corpus cache\n\nCPU: {cpu()}{cap}; {time.strftime('%Y-%m-%d')}\n")  # fmt: skip
+    job = f" ({' '.join(overrides)})" if overrides else ""
+    cache_state = "warm" if args.warm_cache else "cold"
+    print(
+        f"## The default job{job}: {args.repeats} runs, {cache_state} corpus cache\n\n"
+        f"CPU: {cpu()}{cap}; {time.strftime('%Y-%m-%d')}\n"
+    )
     print("| run | wall s | " + " | ".join(PARTS) + " | SI-SDRi dB |")
     print("|---" * (len(PARTS) + 3) + "|")
     for i, (wall, s) in enumerate(rows, 1):

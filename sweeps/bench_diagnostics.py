@@ -108,13 +108,16 @@ def main(argv: list[str]) -> None:
 
     print(f"## Gradient diagnostics cost ({' '.join(argv) or 'defaults'}, loss=si_sdr_mrstft)\n")
     print(
-        f"model {type(parts.raw_model).__name__}, batch {t.batch_size}, device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; plain step {1000 * base:.1f} ms\n"
+        f"model {type(parts.raw_model).__name__}, batch {t.batch_size}, device {parts.device}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}; plain step {1000 * base:.1f} ms\n"
     )
     print("| probe | extra time on a probed step | cadence (default) | amortised |\n|---|---|---|---|")
     print("\n".join(rows))
     print(f"| **all, at the default cadence** | | | **{100 * amortised:.2f}%** |\n")
-    print(f"End to end (the real loop, {steps}-step blocks, off vs default, 4 interleaved pairs): median time ratio "
-          f"**{statistics.median(ratios):.3f}** (min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+    print(
+        f"End to end (the real loop, {steps}-step blocks, off vs default, 4 interleaved pairs): median time ratio "
+        f"**{statistics.median(ratios):.3f}** (min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -149,17 +149,20 @@ def main(argv: list[str]) -> None:
 
     print(f"## Engine benchmark ({' '.join(argv) or 'defaults'})\n")
     print(
-        f"model {type(parts.raw_model).__name__}, batch {batch_size}, {steps} steps/block, {blocks} blocks, device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n"
+        f"model {type(parts.raw_model).__name__}, batch {batch_size}, {steps} steps/block, {blocks} blocks, "
+        f"device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n"
     )
     print("| measure | value |\n|---|---|")
     print(f"| engine block, median | {statistics.median(engine_times):.3f} s |")
     print(f"| bare-loop block, median | {statistics.median(bare_times):.3f} s |")
     print(
-        f"| engine / bare, median of per-block ratios | **{statistics.median(ratios):.3f}** (min {min(ratios):.3f}, max {max(ratios):.3f}) |"
+        f"| engine / bare, median of per-block ratios | **{statistics.median(ratios):.3f}** "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}) |"
     )
     print(f"| model consumption (bare loop) | {consume:.0f} samples/s |")
     print(
-        f"| data pipeline, cold half ({half} batches, num_workers={cfg_loader.trainer.num_workers}) | {cold_rate:.0f} samples/s ({cold_rate / consume:.1f}x) |"
+        f"| data pipeline, cold half ({half} batches, num_workers={cfg_loader.trainer.num_workers}) "
+        f"| {cold_rate:.0f} samples/s ({cold_rate / consume:.1f}x) |"
     )
     print(f"| data pipeline, warm half | {warm_rate:.0f} samples/s (**{warm_rate / consume:.1f}x**) |")
 

@@ -70,17 +70,20 @@ def main(argv: list[str]) -> None:
             for pruner in rows:
                 rows[pruner].append(study_run(tmp, f"{pruner}_{seed}", pruner, seed, args.trials, args.reduction))
     print(
-        f"## Pruning benchmark: {args.trials} trials x {args.repeats} sampler seeds, up to 9 epochs per trial, reduction factor {args.reduction}\n"
+        f"## Pruning benchmark: {args.trials} trials x {args.repeats} sampler seeds, up to 9 epochs per trial, "
+        f"reduction factor {args.reduction}\n"
     )
     print(
-        "| pruner | seed | trials (pruned) | epochs trained | best SI-SDR | wall s | shortest trial s | sampler s/trial (mean, max) |"
+        "| pruner | seed | trials (pruned) | epochs trained | best SI-SDR | wall s | shortest trial s "
+        "| sampler s/trial (mean, max) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for pruner, results in rows.items():
         for seed, r in enumerate(results):
             print(
-                f"| {pruner} | {seed} | {r['trials']} ({r['pruned']}) | {r['epochs']} | {r['best']:.2f} | {r['wall']:.0f} "
-                f"| {r['min_trial_s']:.2f} | {r['sampler_mean_s'] * 1000:.1f} ms, {r['sampler_max_s'] * 1000:.1f} ms |"
+                f"| {pruner} | {seed} | {r['trials']} ({r['pruned']}) | {r['epochs']} | {r['best']:.2f} "
+                f"| {r['wall']:.0f} | {r['min_trial_s']:.2f} "
+                f"| {r['sampler_mean_s'] * 1000:.1f} ms, {r['sampler_max_s'] * 1000:.1f} ms |"
             )
     p, n = rows["successive_halving"], rows["none"]
     ratio = statistics.mean(r["epochs"] for r in n) / statistics.mean(r["epochs"] for r in p)
@@ -88,8 +91,11 @@ def main(argv: list[str]) -> None:
     noise = statistics.pstdev(best_n) if len(best_n) > 1 else float("nan")
     overhead = max(r["sampler_max_s"] / r["min_trial_s"] for r in p + n)
     print(f"\n* epochs, no pruning / pruning: **{ratio:.1f}x** (target >= 3x)")
-    print(f"* best value, mean over seeds: pruning {statistics.mean(best_p):.2f}, no pruning {statistics.mean(best_n):.2f} "
-          f"(difference {statistics.mean(best_p) - statistics.mean(best_n):+.2f} dB; seed-to-seed std without pruning {noise:.2f} dB)")  # fmt: skip
+    mean_p, mean_n = statistics.mean(best_p), statistics.mean(best_n)
+    print(
+        f"* best value, mean over seeds: pruning {mean_p:.2f}, no pruning {mean_n:.2f} "
+        f"(difference {mean_p - mean_n:+.2f} dB; seed-to-seed std without pruning {noise:.2f} dB)"
+    )
     print(f"* sampler time per trial, worst case / shortest trial: **{100 * overhead:.2f}%** (target < 1%)")
 
 

@@ -43,10 +43,12 @@ def main(argv: list[str]) -> None:
     if final:
         sdr_in = final["si_sdr"] - final["si_sdri"]
         print(
-            f"| in-domain validation (synthetic) | {sdr_in:.2f} | {final['si_sdr']:.2f} | {final['si_sdri']:+.2f} | | | | | |"
+            f"| in-domain validation (synthetic) | {sdr_in:.2f} | {final['si_sdr']:.2f} | {final['si_sdri']:+.2f} "
+            "| | | | | |"
         )
     print(
-        f"| espeak-ng speech, all | {overall['si_sdr_in']:.2f} | {overall['si_sdr_out']:.2f} | **{overall['si_sdri']:+.2f}** "
+        f"| espeak-ng speech, all | {overall['si_sdr_in']:.2f} | {overall['si_sdr_out']:.2f} "
+        f"| **{overall['si_sdri']:+.2f}** "
         f"| {overall['pesq_wb_in']:.2f} | {overall['pesq_wb_out']:.2f} | **{overall['pesq_wb_gain']:+.2f}** "
         f"| {overall['stoi_in']:.3f} | {overall['stoi_out']:.3f} |"
     )
@@ -58,8 +60,9 @@ def main(argv: list[str]) -> None:
             m = means(group)
             label = f"{name} dB" if key == "snr_db" else name
             print(
-                f"| {label} | {m['si_sdr_in']:.2f} | {m['si_sdr_out']:.2f} | {m['si_sdri']:+.2f} | {m['pesq_wb_in']:.2f} "
-                f"| {m['pesq_wb_out']:.2f} | {m['pesq_wb_gain']:+.2f} | {m['stoi_in']:.3f} | {m['stoi_out']:.3f} |"
+                f"| {label} | {m['si_sdr_in']:.2f} | {m['si_sdr_out']:.2f} | {m['si_sdri']:+.2f} "
+                f"| {m['pesq_wb_in']:.2f} | {m['pesq_wb_out']:.2f} | {m['pesq_wb_gain']:+.2f} "
+                f"| {m['stoi_in']:.3f} | {m['stoi_out']:.3f} |"
             )
 
 

@@ -43,9 +43,19 @@ def first_step(tmp: Path, i: int) -> tuple[float, float]:
     run_dir = tmp / f"start{i}"
     launched = time.time()
     subprocess.run(
-        [sys.executable, "-m", "trainer", "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.progress=none", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "trainer.epochs=1",
+            "trainer.steps_per_epoch=1",
+            "trainer.progress=none",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     summary = run_summary.read(run_dir)
     return summary["loop_start_unix"] - launched, summary["first_step_unix"] - summary["loop_start_unix"]
 
@@ -85,15 +95,18 @@ def main(argv: list[str]) -> None:
     print("| measure | value | target |\n|---|---|---|")
     print(f"| `python -c 'import torch'` | {torch_med:.2f} s | |")
     print(
-        f"| `python -c 'import torch; torch.optim.AdamW(...)'` (the optimizer imports torch._dynamo) | {statistics.median(optim_s):.2f} s | |"
+        "| `python -c 'import torch; torch.optim.AdamW(...)'` (the optimizer imports torch._dynamo) "
+        f"| {statistics.median(optim_s):.2f} s | |"
     )
     print(f"| `python -m trainer` to its training loop (config, build, loggers) | {start_med:.2f} s | |")
     print(f"| start-up beyond `import torch` | **{start_med - torch_med:+.2f} s** | <= +0.5 s |")
     print(
-        f"| then the first batch (cold corpus: renders its utterances and noises) | {statistics.median(batch_s):.2f} s | |"
+        "| then the first batch (cold corpus: renders its utterances and noises) "
+        f"| {statistics.median(batch_s):.2f} s | |"
     )
     print(
-        f"| multirun overhead per job (9-job vs 1-job sweep) | **{statistics.median(overhead_ms):.0f} ms** (spread {min(overhead_ms):.0f}-{max(overhead_ms):.0f}) | <= 100 ms |"
+        f"| multirun overhead per job (9-job vs 1-job sweep) | **{statistics.median(overhead_ms):.0f} ms** "
+        f"(spread {min(overhead_ms):.0f}-{max(overhead_ms):.0f}) | <= 100 ms |"
     )
 
 

@@ -322,9 +322,8 @@ def main(argv: list[str]) -> int:
     write_outputs(args.sweep_dir, columns, rows, figures, title)
     print(title)
     print_table(columns, rows)
-    print(
-        f"\nwritten: {', '.join(p.name for p in [args.sweep_dir / 'report.md', args.sweep_dir / 'report.csv', args.sweep_dir / 'report.html', *figures])}"
-    )
+    written = [args.sweep_dir / "report.md", args.sweep_dir / "report.csv", args.sweep_dir / "report.html", *figures]
+    print(f"\nwritten: {', '.join(p.name for p in written)}")
     study = study_report.locate_study(args.sweep_dir)
     if study:  # a search: the study's own view too
         print()

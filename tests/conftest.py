@@ -61,15 +61,21 @@ os.environ["TRAINER_CACHE_DIR"] = tempfile.mkdtemp(prefix="trainer-test-cache-")
 # The longest tests (pytest --durations), started first: with one worker per core, a long
 # test picked up last keeps the whole suite waiting for it alone.
 LONG_FIRST = (
-    "test_compiled_model_trains_on_cpu", "test_rerun_continues_the_study_without_repeating_or_overwriting",
-    "test_sigkill_and_resume_reproduces_every_step", "test_short_run_improves_si_sdr_on_espeak_speech",
-    "test_search_killed_mid_trial_and_rerun_completes_without_repeats", "test_precision_sweep_on_cpu_and_its_report",
+    "test_compiled_model_trains_on_cpu",
+    "test_rerun_continues_the_study_without_repeating_or_overwriting",
+    "test_sigkill_and_resume_reproduces_every_step",
+    "test_short_run_improves_si_sdr_on_espeak_speech",
+    "test_search_killed_mid_trial_and_rerun_completes_without_repeats",
+    "test_precision_sweep_on_cpu_and_its_report",
     "test_a_two_job_multirun_runs_in_other_processes_and_both_results_are_collected",
-    "test_two_workers_share_one_postgresql_study", "test_two_workers_share_one_sqlite_study",
-    "test_a_truncated_file_stops_the_run_naming_it_or_is_skipped", "test_torchrun_two_ranks_equal_one_process_stop_together_and_resume",
+    "test_two_workers_share_one_postgresql_study",
+    "test_two_workers_share_one_sqlite_study",
+    "test_a_truncated_file_stops_the_run_naming_it_or_is_skipped",
+    "test_torchrun_two_ranks_equal_one_process_stop_together_and_resume",
     "test_crashing_and_diverging_trials_fail_with_reasons_while_the_sweep_finishes",
-    "test_a_multirun_renders_once_and_its_relaunch_reads_the_cache", "test_run_writes_tensorboard_checkpoints_history_and_summary",
-)  # fmt: skip
+    "test_a_multirun_renders_once_and_its_relaunch_reads_the_cache",
+    "test_run_writes_tensorboard_checkpoints_history_and_summary",
+)
 
 
 def pytest_collection_modifyitems(items):

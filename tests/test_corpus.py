@@ -95,8 +95,17 @@ def test_the_process_shares_a_corpus_and_a_new_process_reads_the_cache(tmp_path,
 
 def test_the_key_names_every_setting_of_a_clip_and_the_code_that_renders_it(tmp_path, monkeypatch):
     base = _spec().key()
-    for change in (dict(seed=4), dict(split=corpus.VALID), dict(sample_rate=16000), dict(clip_length=2001), dict(clean=41),
-                   dict(noises=35), dict(families=("white",)), dict(p_modulate=0.2), dict(p_reverb=0.1)):  # fmt: skip
+    for change in (
+        dict(seed=4),
+        dict(split=corpus.VALID),
+        dict(sample_rate=16000),
+        dict(clip_length=2001),
+        dict(clean=41),
+        dict(noises=35),
+        dict(families=("white",)),
+        dict(p_modulate=0.2),
+        dict(p_reverb=0.1),
+    ):
         assert _spec(**change).key() != base, change
     # mixing settings are not part of a clip: datasets that differ only there share a corpus
     a = SyntheticSpeech(snr_db=(0, 5), level_db=(-30, -20), corpus_size=4, noise_corpus_size=4)

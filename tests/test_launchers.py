@@ -55,9 +55,18 @@ def test_a_two_job_multirun_runs_in_other_processes_and_both_results_are_collect
     preempt = launcher == "submitit_local"
     steps = ["trainer.steps_per_epoch=40", "trainer.checkpoint_every=5"] if preempt else []
     command = [
-        sys.executable, "-m", "trainer", "-m", f"hydra/launcher={launcher}", *extra, "trainer.seed=0,1", *TINY, "trainer.epochs=1",
-        *steps, f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "trainer",
+        "-m",
+        f"hydra/launcher={launcher}",
+        *extra,
+        "trainer.seed=0,1",
+        *TINY,
+        "trainer.epochs=1",
+        *steps,
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if preempt:

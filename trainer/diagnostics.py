@@ -169,7 +169,8 @@ class GradientDiagnostics:
                 median = statistics.median(self.norms)
                 if median > 0 and norm > c.spike_factor * median:
                     self.alert(
-                        f"global gradient norm {norm:.4g} at step {first + i} is {norm / median:.1f}x its running median {median:.4g}"
+                        f"global gradient norm {norm:.4g} at step {first + i} is {norm / median:.1f}x "
+                        f"its running median {median:.4g}"
                     )
             self.norms.append(norm)
         if clip is not None:

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         task = build_task(cfg.task)
         if not isinstance(task, AudioTask):
             raise CheckpointError(
-                f"{args.checkpoint}: a {type(task).__name__} model; this tool scores audio-to-audio models (denoise, superres)"
+                f"{args.checkpoint}: a {type(task).__name__} model; "
+                "this tool scores audio-to-audio models (denoise, superres)"
             )
         superres = isinstance(task, SuperResolution)
         if superres:  # full-band files only; the input is made from them
@@ -141,11 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
     summary = means(rows)
-    out = (
-        args.out
-        or args.data
-        / f"scores-{Path(args.checkpoint).resolve().parent.parent.name if args.checkpoint.is_file() else args.checkpoint.name}.csv"
-    )
+    out = args.out
+    if not out:
+        run = Path(args.checkpoint).resolve().parent.parent if args.checkpoint.is_file() else args.checkpoint
+        out = args.data / f"scores-{run.name}.csv"
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

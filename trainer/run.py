@@ -97,7 +97,8 @@ def assemble(cfg: DictConfig) -> Parts:
     if augment.active:
         if not isinstance(task, AudioTask):
             raise ConfigError(
-                f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; use augment=none"
+                f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; "
+                "use augment=none"
             )
         train_set = Augmented(train_set, augment)
     loader, sampler = train_loader(
@@ -108,14 +109,28 @@ def assemble(cfg: DictConfig) -> Parts:
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
     graphs = uses_cuda_graphs(cfg.compile)
     return Parts(
-        trained, raw, loss, optimizer, schedule, precision, task, device,
-        loader, sampler, valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world), steps_per_epoch,
-        OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True),
+        trained,
+        raw,
+        loss,
+        optimizer,
+        schedule,
+        precision,
+        task,
+        device,
+        loader,
+        sampler,
+        valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world),
+        steps_per_epoch,
+        OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
+        ),
         ShapeGuard(graphs),
         GradientDiagnostics(t.diagnostics, raw),
-        dist, ddp, graphs and device.type == "cuda",
+        dist,
+        ddp,
+        graphs and device.type == "cuda",
         {**seconds, "build": time.perf_counter() - started - seconds["datasets"]},
-    )  # fmt: skip
+    )
 
 
 def process_age() -> float | None:

@@ -97,7 +97,8 @@ def _plausible(path: Path, info) -> None:
     decoded = info.frames * info.channels * 4
     if decoded > max(_MAX_DECODED_FLOOR, _MAX_EXPANSION * path.stat().st_size):
         raise AudioError(
-            f"{path}: unreadable (header claims {info.frames} frames x {info.channels} channels, more than the file holds)"
+            f"{path}: unreadable (header claims {info.frames} frames x {info.channels} channels, "
+            "more than the file holds)"
         )
 
 
