@@ -25,7 +25,7 @@ from trainer.diagnostics import GradientDiagnostics, Probe
 from trainer.distributed import Dist, no_sync
 from trainer.history import RunState, write_json
 from trainer.loggers import Logger, Progress
-from trainer.perf import Precision, ShapeGuard
+from trainer.perf import Network, Precision, ShapeGuard
 from trainer.schedules import Schedule
 from trainer.stopping import Diverged, StopPolicy
 from trainer.tasks import Task
@@ -33,12 +33,11 @@ from trainer.tasks import Task
 log = logging.getLogger("trainer")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Parts:
-    """Everything the loop touches, built by `trainer.run`."""
+    """Everything the loop touches, built (by keyword) by `trainer.run.assemble`."""
 
-    model: nn.Module  # what runs (possibly compiled, possibly DistributedDataParallel)
-    raw_model: nn.Module  # its parameters, for checkpoints and validation
+    network: Network
     loss: nn.Module
     optimizer: Optimizer
     schedule: Schedule
@@ -53,9 +52,20 @@ class Parts:
     shape_guard: ShapeGuard
     diagnostics: GradientDiagnostics | None = None
     dist: Dist = field(default_factory=Dist)  # torchrun's ranks (a world of one otherwise)
-    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper, for no_sync
     cuda_graphs: bool = False  # compiled with CUDA graphs (reduce-overhead, max-autotune) on a GPU
     seconds: dict[str, float] = field(default_factory=dict)  # what building took (start-up, datasets, model)
+
+    @property
+    def model(self) -> nn.Module:  # what runs (possibly compiled, possibly DistributedDataParallel)
+        return self.network.trained
+
+    @property
+    def raw_model(self) -> nn.Module:  # its parameters, for checkpoints and validation
+        return self.network.raw
+
+    @property
+    def ddp(self) -> nn.Module | None:  # the DistributedDataParallel wrapper, for no_sync
+        return self.network.ddp
 
 
 @dataclass

@@ -52,10 +52,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass
+class Network:
+    """One network in its three forms: `trained` is what the loop calls (compiled and/or
+    DDP-wrapped), `raw` the plain module whose parameters checkpoints and validation use,
+    `ddp` the DistributedDataParallel wrapper (for no_sync) or None."""
+
+    trained: nn.Module
+    raw: nn.Module
+    ddp: nn.Module | None = None
+
+
 def setup(
     model: nn.Module, loss: nn.Module, precision, compile_cfg, device: torch.device, deterministic: bool, dist=None
-):
-    """Returns (model to train, raw model for checkpoints, loss, Precision, DDP wrapper or None)."""
+) -> tuple[Network, nn.Module, Precision]:
+    """The network placed, wrapped and compiled; the loss on its device; the Precision."""
     # 1. global flags. use_deterministic_algorithms imports torch._inductor (1.5 s of
     # start-up), so it is only called when the setting has to change.
     if torch.are_deterministic_algorithms_enabled() != deterministic:
@@ -87,7 +98,7 @@ def setup(
         trained = torch.compile(
             trained, mode=compile_cfg.mode.value, fullgraph=compile_cfg.fullgraph, dynamic=compile_cfg.dynamic
         )
-    return trained, model, loss, prec, ddp
+    return Network(trained, model, ddp), loss, prec
 
 
 # Environment variables that change which CPU kernels ATen, oneDNN and MKL run but that

@@ -85,10 +85,10 @@ def assemble(cfg: DictConfig) -> Parts:
     device = dist.device(perf.resolve_device(t.device))
     task = build_task(cfg.task)
     data = build_data(cfg.data)
-    trained, raw, loss, precision, ddp = perf.setup(
+    network, loss, precision = perf.setup(
         build_model(cfg.model), build_loss(cfg.loss), cfg.precision, cfg.compile, device, t.deterministic, dist
     )
-    optimizer = build_optimizer(cfg.optim, raw)
+    optimizer = build_optimizer(cfg.optim, network.raw)
     per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
     datasets = time.perf_counter()
     train_set, valid_set = data.train(), data.valid()  # the embedded corpus is rendered (or read) here
@@ -108,28 +108,25 @@ def assemble(cfg: DictConfig) -> Parts:
     steps_per_epoch = sampler.per_epoch // (t.batch_size * t.grad_accum)
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
     graphs = uses_cuda_graphs(cfg.compile)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return Parts(
-        trained,
-        raw,
-        loss,
-        optimizer,
-        schedule,
-        precision,
-        task,
-        device,
-        loader,
-        sampler,
-        valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world),
-        steps_per_epoch,
-        OmegaConf.to_container(
-            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
-        ),
-        ShapeGuard(graphs),
-        GradientDiagnostics(t.diagnostics, raw),
-        dist,
-        ddp,
-        graphs and device.type == "cuda",
-        {**seconds, "build": time.perf_counter() - started - seconds["datasets"]},
+        network=network,
+        loss=loss,
+        optimizer=optimizer,
+        schedule=schedule,
+        precision=precision,
+        task=task,
+        device=device,
+        train_loader=loader,
+        sampler=sampler,
+        valid_loader=valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world),
+        steps_per_epoch=steps_per_epoch,
+        config=OmegaConf.to_container(job, resolve=True, enum_to_str=True),
+        shape_guard=ShapeGuard(graphs),
+        diagnostics=GradientDiagnostics(t.diagnostics, network.raw),
+        dist=dist,
+        cuda_graphs=graphs and device.type == "cuda",
+        seconds={**seconds, "build": time.perf_counter() - started - seconds["datasets"]},
     )
 
 
