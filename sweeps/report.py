@@ -17,9 +17,6 @@ training time) into the sweep directory, and prints the table.
 from __future__ import annotations
 
 import argparse
-import base64
-import csv
-import html
 import json
 import math
 import sys
@@ -29,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from sweeps.tables import print_table, write_outputs
 from trainer import summary as run_summary
 
 # Dense peak FLOP/s by device and math mode (vendor datasheets, SXM parts).
@@ -252,41 +250,6 @@ def plot(runs: list[Run], sweep_dir: Path, baseline: Run | None) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
-
-
-def write_outputs(out_dir: Path, columns, rows, figures, title: str, stem: str = "report", preamble: str = "") -> None:
-    """<stem>.csv, <stem>.md and a self-contained <stem>.html (figures inlined)."""
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    md = [f"# {title}", ""] + ([f"```\n{preamble}\n```", ""] if preamble else [])
-    md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    md += ["| " + " | ".join(row) + " |" for row in rows]
-    md += [""] + [f"![{p.stem}]({p.name})" for p in figures]
-    (out_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
-    cells = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
-    images = "".join(
-        f'<figure><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></figure>'
-        for p in figures
-    )
-    pre = f"<pre>{html.escape(preamble)}</pre>" if preamble else ""
-    (out_dir / f"{stem}.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "tr:nth-child(even){background:#f6f6f6}img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{pre}<table><tr>{cells}</tr>{body}</table>{images}</body></html>\n"
-    )
-
-
-def print_table(columns, rows) -> None:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
 def main(argv: list[str]) -> int:

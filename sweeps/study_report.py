@@ -170,7 +170,7 @@ def plots(study, out: Path, imp: dict[str, float]) -> list[Path]:
 def report(storage: str, study_name: str, out: Path) -> str:
     import optuna
 
-    from sweeps.report import print_table, write_outputs
+    from sweeps.tables import print_table, write_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage)
