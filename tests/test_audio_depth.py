@@ -204,3 +204,17 @@ def test_clipping_penalty_is_the_mean_excess():
     assert value.item() == pytest.approx((0.1 + 0.3) / 4)
     value.backward()
     assert out.grad.tolist() == [[0.25, -0.25, 0.0, 0.0]]
+
+
+def test_one_nan_aware_mean_for_validation_and_scoring():
+    import math
+
+    from trainer.evaluate import means
+    from trainer.metrics import nan_mean
+
+    assert nan_mean([1.0, math.nan, 3.0]) == 2.0 and math.isnan(nan_mean([math.nan]))
+    rows = [
+        {"file": "a", "pesq_wb_in": 1.0, "pesq_wb_out": math.nan},
+        {"file": "b", "pesq_wb_in": 2.0, "pesq_wb_out": 3.0},
+    ]
+    assert means(rows) == {"pesq_wb_in": 1.5, "pesq_wb_out": 3.0, "pesq_wb_gain": 1.5, "files": 2}

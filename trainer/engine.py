@@ -25,6 +25,7 @@ from trainer.diagnostics import GradientDiagnostics, Probe
 from trainer.distributed import Dist, no_sync
 from trainer.history import RunState, write_json
 from trainer.loggers import Logger, Progress
+from trainer.metrics import nan_mean
 from trainer.perf import Network, Precision, ShapeGuard
 from trainer.schedules import Schedule
 from trainer.stopping import Diverged, StopPolicy
@@ -176,9 +177,8 @@ def evaluate(
     count = sums.pop("count").item()
     out = task.summarise({k: v.item() / count for k, v in sums.items()})
     for key, scores in slow.items():  # NaN: PESQ found no utterance in that example
-        finite = [s for s in scores if math.isfinite(s)]
-        if finite:
-            out[key] = sum(finite) / len(finite)
+        if math.isfinite(mean := nan_mean(scores)):
+            out[key] = mean
     return p.dist.broadcast(out), kept
 
 

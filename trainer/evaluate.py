@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,8 @@ from omegaconf import OmegaConf
 from trainer.build import build_model, build_task
 from trainer.checkpoint import CheckpointError, load, load_model_state
 from trainer.data import audio_io
-from trainer.metrics import pesq, si_sdr, stoi
-from trainer.tasks import AudioTask, SuperResolution
+from trainer.metrics import nan_mean, si_sdr
+from trainer.tasks import SLOW_METRICS, AudioTask, SuperResolution
 
 
 def load_model(path: Path, device: torch.device):
@@ -68,12 +67,10 @@ def score(model, pairs, sample_rate: int, device: torch.device, slow_metrics: bo
         out = model(noisy[None].to(device))[0].float().cpu()
         row = {"file": name, "si_sdr_in": si_sdr(noisy, clean).item(), "si_sdr_out": si_sdr(out, clean).item()}
         row["si_sdri"] = row["si_sdr_out"] - row["si_sdr_in"]
-        if slow_metrics:
+        if slow_metrics:  # the tasks' own registry of slow metrics, every one of them
             for tag, signal in (("in", noisy), ("out", out)):
-                row[f"pesq_wb_{tag}"] = pesq(clean, signal, sample_rate, "wb")
-                row[f"pesq_nb_{tag}"] = pesq(clean, signal, sample_rate, "nb")
-                row[f"stoi_{tag}"] = stoi(clean, signal, sample_rate)
-                row[f"estoi_{tag}"] = stoi(clean, signal, sample_rate, extended=True)
+                for name, metric in SLOW_METRICS.items():
+                    row[f"{name}_{tag}"] = metric(clean, signal, sample_rate)
         rows.append(row)
     return rows
 
@@ -98,8 +95,7 @@ def means(rows: list[dict]) -> dict[str, float]:
     keys = [k for k in rows[0] if k != "file"]
     out = {}
     for key in keys:
-        values = [r[key] for r in rows if not math.isnan(r[key])]
-        out[key] = sum(values) / len(values) if values else math.nan
+        out[key] = nan_mean(r[key] for r in rows)
     for metric in ("pesq_wb", "pesq_nb", "stoi", "estoi"):
         if f"{metric}_in" in out:
             out[f"{metric}_gain"] = out[f"{metric}_out"] - out[f"{metric}_in"]

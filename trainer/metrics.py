@@ -19,6 +19,12 @@ from losses.functional import si_sdr
 __all__ = ["si_sdr", "pesq", "stoi", "lsd", "clipping_fraction", "high_band_excess_db"]
 
 
+def nan_mean(values) -> float:
+    """Mean of the finite values (PESQ gives NaN where it finds no utterance); NaN if none."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 def _at(x: torch.Tensor | np.ndarray, sr: int, target: int) -> np.ndarray:
     x = torch.as_tensor(x, dtype=torch.float32)
     if sr != target:
