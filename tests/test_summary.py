@@ -29,6 +29,7 @@ def test_a_written_summary_reads_back_and_a_damaged_one_reads_as_none(tmp_path):
     run(compose_cfg(*TINY, "trainer.epochs=1"), tmp_path / "run")
     s = summary.read(tmp_path / "run")
     assert s["status"] is Status.COMPLETED and s["epochs"] == 1 and s["steps"] == 3
+    assert set(s) <= set(summary.Summary.__annotations__), set(s) - set(summary.Summary.__annotations__)  # typed keys
     assert json.loads((tmp_path / "run" / summary.FILE).read_text())["status"] == "completed"
     (tmp_path / "run" / summary.FILE).write_text('{"status": "comp')
     assert summary.read(tmp_path / "run") is None

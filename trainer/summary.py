@@ -9,7 +9,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from trainer.history import TIME_PARTS, write_json
 from trainer.status import Status
@@ -17,7 +17,42 @@ from trainer.status import Status
 FILE = "summary.json"
 
 
-def read(run_dir: Path) -> dict[str, Any] | None:
+class Summary(TypedDict, total=False):
+    """The keys of summary.json (what `build` writes and `read` returns)."""
+
+    status: Status
+    reason: str
+    monitor: str | None  # the task's monitored metric
+    mode: str | None  # "max" or "min"
+    objective: float  # what a sweeper gets: the best monitored value, the worst value on failure
+    best: float | None
+    best_epoch: int | None
+    final: float | None
+    final_metrics: dict[str, float]  # the last validation
+    target: float | None
+    epochs: int
+    steps: int
+    train_seconds: float
+    seconds: dict[str, float]  # TIME_PARTS: where the wall time went
+    job_seconds: float
+    warmup_seconds: float | None
+    time_to_target: float | None
+    steps_to_target: int | None
+    peak_memory_mb: float | None
+    step_ms: float  # median steady-state step (absent without a steady window)
+    samples_per_s: float
+    data_wait: float
+    compile_seconds: float
+    batch_size: int
+    grad_accum: int
+    loop_start_unix: float | None
+    first_step_unix: float | None
+    precision_paths: dict[str, str]
+    device: str | None
+    versions: dict[str, Any]
+
+
+def read(run_dir: Path) -> Summary | None:
     """The run's summary, its `status` a `Status`; None if the run never wrote one (or it
     cannot be read: writes are atomic, so that means it never finished writing)."""
     try:
@@ -30,7 +65,7 @@ def read(run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
-def write(run_dir: Path, summary: dict[str, Any]) -> None:
+def write(run_dir: Path, summary: Summary) -> None:
     write_json(Path(run_dir) / FILE, summary)
 
 
@@ -53,7 +88,7 @@ def speed(speed: dict[str, Any], samples_per_step: int, warmup_steps: int) -> di
     return out
 
 
-def build(cfg, state, parts, value: float, started: float, versions: dict[str, Any]) -> dict[str, Any]:
+def build(cfg, state, parts, value: float, started: float, versions: dict[str, Any]) -> Summary:
     """summary.json of a run in `state` (`parts` is None when it failed before building)."""
     import torch
 
@@ -61,7 +96,7 @@ def build(cfg, state, parts, value: float, started: float, versions: dict[str, A
     task = parts.task if parts else None
     device = parts.device if parts else None
     t = cfg.trainer
-    return {
+    return {  # type: ignore[return-value]  (the speed keys join from a dict)
         "status": Status(state.status),
         "reason": state.reason,
         "monitor": task.monitor if task else None,
