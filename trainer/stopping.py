@@ -8,8 +8,10 @@ import logging
 import math
 from dataclasses import dataclass
 
+from trainer.config import EarlyStoppingConfig
 from trainer.history import RunState
 from trainer.status import Status
+from trainer.tasks import Task
 
 log = logging.getLogger("trainer")
 
@@ -20,9 +22,9 @@ class Diverged(RuntimeError):
 
 @dataclass
 class StopPolicy:
-    task: object  # trainer.tasks.Task: monitor, improved()
+    task: Task  # its monitored metric and direction (improved)
     epochs: int
-    early_stopping: object  # trainer.config.EarlyStoppingConfig
+    early_stopping: EarlyStoppingConfig
     target: float | None = None
 
     def validated(self, state: RunState, metrics: dict[str, float], seconds: float) -> bool:

@@ -56,13 +56,12 @@ class SyntheticSpeech:
             raise ValueError(
                 f"data.families: unknown noise families {sorted(unknown)}; known: {sorted(noise.FAMILIES)}"
             )
-        snr_db = span("data.snr_db", snr_db)
         if corpus_size < 1 or noise_corpus_size < 1:
             raise ValueError("data.corpus_size and data.noise_corpus_size must be >= 1")
         self.sample_rate = sample_rate
         self.length = int(round(segment_seconds * sample_rate))
         self.clip_length = 2 * self.length  # corpus clips are longer than a segment: crops vary
-        self.snr_db = tuple(snr_db)
+        self.snr_db = span("data.snr_db", snr_db)
         self.level_db = tuple(level_db)
         self.families = list(families)
         self.p_modulate = p_modulate
