@@ -30,9 +30,14 @@ class RNNTLoss(nn.Module):
         logits = output.logits[:, :frames, : tokens + 1].float().contiguous()
         with torch.autocast(logits.device.type, enabled=False):
             losses = AF.rnnt_loss(
-                logits, target["tokens"][:, :tokens].int(), logit_lengths, token_lengths,
-                blank=self.blank, clamp=self.clamp, reduction="none",
-            )  # fmt: skip
+                logits,
+                target["tokens"][:, :tokens].int(),
+                logit_lengths,
+                token_lengths,
+                blank=self.blank,
+                clamp=self.clamp,
+                reduction="none",
+            )
         if self.per_token:
             losses = losses / token_lengths.clamp_min(1)
         return losses.mean()

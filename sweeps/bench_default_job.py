@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from trainer import summary as run_summary
-from trainer.history import TIME_PARTS as PARTS
+from trainer.run_state import TIME_PARTS as PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}

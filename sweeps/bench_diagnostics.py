@@ -23,17 +23,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
-from sweeps.bench_engine import InMemory, compose, engine_block
+from sweeps.bench_engine import InMemory, compose, engine_block, in_memory_feed
 from trainer.checkpoint import Checkpointer
 from trainer.config import DiagnosticsConfig
-from trainer.data.loader import EpochSampler
 from trainer.diagnostics import GradientDiagnostics
 from trainer.engine import train_step
-from trainer.history import RunState
 from trainer.loggers import TensorBoardLogger
 from trainer.run import assemble
+from trainer.run_state import RunState
 
 KINDS = {"per-term gradients": "terms_every", "per-layer statistics": "layers_every", "histograms": "histograms_every"}
 
@@ -58,8 +56,8 @@ def main(argv: list[str]) -> None:
     t = cfg.trainer
     default = DiagnosticsConfig(**OmegaConf.to_container(t.diagnostics))
     parts = assemble(cfg)
-    parts.sampler.set_position(0, 0)
-    loader = iter(parts.train_loader)
+    parts.feed.sampler.set_position(0, 0)
+    loader = iter(parts.feed.train_loader)
     batches = [next(loader) for _ in range(20)]
 
     # --- 1. per-kind cost -------------------------------------------------------------------
@@ -72,7 +70,9 @@ def main(argv: list[str]) -> None:
             plain.append(step_times(parts, batches, t.grad_clip, None, logger, 12))
             for kind, key in KINDS.items():
                 only = replace(default, **{k: int(k == key) for k in KINDS.values()})
-                probed = step_times(parts, batches, t.grad_clip, GradientDiagnostics(only, parts.raw_model), logger, 12)
+                probed = step_times(
+                    parts, batches, t.grad_clip, GradientDiagnostics(only, parts.network.raw), logger, 12
+                )
                 extra.setdefault(kind, []).append(probed - plain[-1])
         logger.close()
     base = statistics.median(plain)
@@ -85,12 +85,9 @@ def main(argv: list[str]) -> None:
 
     # --- 2. end to end ----------------------------------------------------------------------
     steps = 2 * max(default.terms_every, default.layers_every)
-    items = [parts.train_loader.dataset[i] for i in range(steps * t.batch_size)]
+    items = [parts.feed.train_loader.dataset[i] for i in range(steps * t.batch_size)]
     dataset = InMemory(items)
-    parts.sampler = EpochSampler(len(dataset), steps * t.batch_size, 0, infinite=False)
-    parts.train_loader = DataLoader(dataset, batch_size=t.batch_size, sampler=parts.sampler, drop_last=True)
-    parts.steps_per_epoch = steps
-    parts.valid_loader = [next(iter(parts.valid_loader))]
+    parts.feed = in_memory_feed(parts.feed, dataset, t.batch_size, steps, next(iter(parts.feed.valid_loader)))
     cfg.trainer.epochs = 1
     ratios = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -98,7 +95,7 @@ def main(argv: list[str]) -> None:
         checkpointer = Checkpointer(tmp / "ckpt")
         for block in range(5):  # block 0 warms up and is discarded
             times = []
-            for diag in (None, GradientDiagnostics(default, parts.raw_model)):
+            for diag in (None, GradientDiagnostics(default, parts.network.raw)):
                 parts.diagnostics = diag
                 t0 = time.perf_counter()
                 engine_block(parts, cfg, RunState(), checkpointer, tmp)
@@ -108,7 +105,7 @@ def main(argv: list[str]) -> None:
 
     print(f"## Gradient diagnostics cost ({' '.join(argv) or 'defaults'}, loss=si_sdr_mrstft)\n")
     print(
-        f"model {type(parts.raw_model).__name__}, batch {t.batch_size}, device {parts.device}, "
+        f"model {type(parts.network.raw).__name__}, batch {t.batch_size}, device {parts.place.device}, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}; plain step {1000 * base:.1f} ms\n"
     )
     print("| probe | extra time on a probed step | cadence (default) | amortised |\n|---|---|---|---|")

@@ -16,6 +16,7 @@ Results print as Markdown; nothing here is a test.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -29,9 +30,9 @@ from trainer.checkpoint import Checkpointer, snapshot
 from trainer.config import register
 from trainer.data.loader import EpochSampler
 from trainer.engine import train
-from trainer.history import RunState
-from trainer.loggers import NullLogger, Progress
+from trainer.parts import Feed
 from trainer.run import assemble
+from trainer.run_state import RunState
 
 
 class InMemory(Dataset):
@@ -55,9 +56,23 @@ def compose(overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
+def in_memory_feed(feed: Feed, dataset, batch_size: int, steps: int, valid_batch) -> Feed:
+    """`feed` with the training batches held in memory (one epoch of `steps`) and one
+    validation batch: the blocks time the loop, not the data."""
+    sampler = EpochSampler(len(dataset), steps * batch_size, 0, infinite=False)
+    return dataclasses.replace(
+        feed,
+        sampler=sampler,
+        train_loader=DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True),
+        steps_per_epoch=steps,
+        valid_loader=[valid_batch],
+    )
+
+
 def bare_block(parts, batches, valid_batch, grad_clip, log_every, checkpointer, state):
     """What a careful researcher would write by hand for the same work."""
-    model, loss_fn, opt, sched = parts.model, parts.loss, parts.optimizer, parts.schedule.scheduler
+    model, opt = parts.network.trained, parts.optim.optimizer
+    loss_fn, sched = parts.optim.loss, parts.optim.schedule.scheduler
     params = [p for g in opt.param_groups for p in g["params"]]
     model.train()
     for i, batch in enumerate(batches, 1):
@@ -74,22 +89,13 @@ def bare_block(parts, batches, valid_batch, grad_clip, log_every, checkpointer, 
     model.eval()
     with torch.no_grad():
         loss_fn(model(valid_batch["noisy"]), valid_batch["clean"])[0].item()
-    ckpt = snapshot(model, opt, parts.schedule, parts.precision.scaler, state, parts.config)
+    ckpt = snapshot(model, opt, parts.optim.schedule, parts.optim.precision.scaler, state, parts.config)
     checkpointer.save(checkpointer.last, ckpt)
     checkpointer.save(checkpointer.best, ckpt)
 
 
 def engine_block(parts, cfg, state, checkpointer, tmp):
-    train(
-        parts,
-        cfg.trainer,
-        state,
-        checkpointer,
-        NullLogger(),
-        NullLogger(),
-        Progress("none", 0, 0),
-        tmp / "history.json",
-    )
+    train(parts, cfg.trainer, state, checkpointer=checkpointer, history=tmp / "history.json")
 
 
 def main(argv: list[str]) -> None:
@@ -98,18 +104,18 @@ def main(argv: list[str]) -> None:
     cfg = compose(overrides)
     t = cfg.trainer
     parts = assemble(cfg)
-    source = parts.train_loader.dataset
+    source = parts.feed.train_loader.dataset
     batch_size = t.batch_size
 
     # --- 2a. data supply: the real loader, cold then warm --------------------------------
     cfg_loader = compose([*argv])  # with the configured num_workers
     loader_parts = assemble(cfg_loader)
-    loader_parts.sampler.set_position(0, 0)
-    it = iter(loader_parts.train_loader)
+    loader_parts.feed.sampler.set_position(0, 0)
+    it = iter(loader_parts.feed.train_loader)
     next(it)
     marks = []
     start = time.perf_counter()
-    for i in range(1, len(loader_parts.sampler) // loader_parts.train_loader.batch_size - 1):
+    for i in range(1, len(loader_parts.feed.sampler) // loader_parts.feed.train_loader.batch_size - 1):
         next(it)
         marks.append(time.perf_counter() - start)
     n_batches = len(marks)
@@ -120,11 +126,8 @@ def main(argv: list[str]) -> None:
     # --- 1. engine vs bare ------------------------------------------------------------------
     items = [source[i] for i in range(steps * batch_size)]
     dataset = InMemory(items)
-    parts.sampler = EpochSampler(len(dataset), steps * batch_size, 0, infinite=False)
-    parts.train_loader = DataLoader(dataset, batch_size=batch_size, sampler=parts.sampler, drop_last=True)
-    parts.steps_per_epoch = steps
-    valid_batch = next(iter(parts.valid_loader))
-    parts.valid_loader = [valid_batch]
+    valid_batch = next(iter(parts.feed.valid_loader))
+    parts.feed = in_memory_feed(parts.feed, dataset, batch_size, steps, valid_batch)
     engine_times, bare_times = [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -135,9 +138,15 @@ def main(argv: list[str]) -> None:
             t0 = time.perf_counter()
             engine_block(parts, cfg, state, checkpointer, tmp)
             t1 = time.perf_counter()
-            parts.sampler.set_position(0, 0)  # the same loader, the same batches
+            parts.feed.sampler.set_position(0, 0)  # the same loader, the same batches
             bare_block(
-                parts, parts.train_loader, valid_batch, t.grad_clip or float("inf"), t.log_every, checkpointer, state
+                parts,
+                parts.feed.train_loader,
+                valid_batch,
+                t.grad_clip or float("inf"),
+                t.log_every,
+                checkpointer,
+                state,
             )
             t2 = time.perf_counter()
             if block:
@@ -149,8 +158,8 @@ def main(argv: list[str]) -> None:
 
     print(f"## Engine benchmark ({' '.join(argv) or 'defaults'})\n")
     print(
-        f"model {type(parts.raw_model).__name__}, batch {batch_size}, {steps} steps/block, {blocks} blocks, "
-        f"device {parts.device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n"
+        f"model {type(parts.network.raw).__name__}, batch {batch_size}, {steps} steps/block, {blocks} blocks, "
+        f"device {parts.place.device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n"
     )
     print("| measure | value |\n|---|---|")
     print(f"| engine block, median | {statistics.median(engine_times):.3f} s |")

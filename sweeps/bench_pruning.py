@@ -32,12 +32,25 @@ def study_run(tmp: Path, name: str, pruner: str, seed: int, trials: int, reducti
     storage = f"sqlite:///{tmp}/{name}.db"
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "trainer", "+search=tiny", f"optuna/pruner={pruner}", "trainer.progress=none",
-         *([f"optuna.pruner.reduction_factor={reduction}"] if pruner == "successive_halving" else []),
-         f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.sampler.seed={seed}",
-         f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={name}", f"hydra.sweep.dir={tmp}/{name}"],
-        cwd=ROOT, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "2"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "+search=tiny",
+            f"optuna/pruner={pruner}",
+            "trainer.progress=none",
+            *([f"optuna.pruner.reduction_factor={reduction}"] if pruner == "successive_halving" else []),
+            f"hydra.sweeper.n_trials={trials}",
+            f"hydra.sweeper.sampler.seed={seed}",
+            f"hydra.sweeper.storage={storage}",
+            f"hydra.sweeper.study_name={name}",
+            f"hydra.sweep.dir={tmp}/{name}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     wall = time.perf_counter() - start
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=storage)

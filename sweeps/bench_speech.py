@@ -20,7 +20,8 @@ import torch
 
 from sweeps import speech_testset
 from trainer import summary as run_summary
-from trainer.evaluate import load_model, means, paired_files, score
+from trainer.build import build_task
+from trainer.evaluate import load_model, means, pair_examples, paired_files, score
 
 
 def main(argv: list[str]) -> None:
@@ -32,7 +33,8 @@ def main(argv: list[str]) -> None:
         speech_testset.build(args.data)
     manifest = {r["file"]: r for r in csv.DictReader(open(args.data / "manifest.csv"))}
     model, cfg = load_model(args.run, torch.device("cpu"))
-    rows = score(model, paired_files(args.data), int(cfg.data.sample_rate), torch.device("cpu"))
+    examples = pair_examples(paired_files(args.data), int(cfg.data.sample_rate))
+    rows = score(model, build_task(cfg.task), examples, torch.device("cpu"))
     overall = means(rows)
     summary = run_summary.read(args.run) or {}
     final = summary.get("final_metrics", {})

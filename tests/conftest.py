@@ -102,16 +102,17 @@ def cli(*args: str, timeout: float = 300, check: bool = False, env: dict | None 
 
 def before_and_after_one_epoch(cfg) -> tuple[dict[str, float], dict[str, float]]:
     """Validation metrics of a freshly built run, then after one epoch of plain steps."""
-    from trainer.engine import evaluate, train_step
+    from trainer.engine import train_step
     from trainer.run import assemble
+    from trainer.validation import validate
 
     parts = assemble(cfg)
-    before, _ = evaluate(parts)
-    parts.sampler.set_position(0, 0)
-    for batch in parts.train_loader:
+    before, _ = validate(parts)
+    parts.feed.sampler.set_position(0, 0)
+    for batch in parts.feed.train_loader:
         train_step(parts, [batch], cfg.trainer.grad_clip)
-        parts.schedule.after_step()
-    after, _ = evaluate(parts)
+        parts.optim.schedule.after_step()
+    after, _ = validate(parts)
     return before, after
 
 

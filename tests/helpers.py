@@ -71,20 +71,16 @@ def poison_step(parts, step: int) -> None:
         calls["n"] += 1
         return grad * float("inf") if calls["n"] == step else grad
 
-    next(parts.raw_model.parameters()).register_hook(hook)
+    next(parts.network.raw.parameters()).register_hook(hook)
 
 
 def train_quietly(parts, trainer_cfg, tmp):
     """`engine.train` with no loggers, checkpoints under `tmp/ckpt`; returns the RunState."""
     from trainer.checkpoint import Checkpointer
     from trainer.engine import train
-    from trainer.history import RunState
-    from trainer.loggers import NullLogger, Progress
+    from trainer.run_state import RunState
 
-    return train(
-        parts, trainer_cfg, RunState(), Checkpointer(tmp / "ckpt"), NullLogger(), NullLogger(),
-        Progress("none", 0, 0), tmp / "history.json",
-    )  # fmt: skip
+    return train(parts, trainer_cfg, RunState(), checkpointer=Checkpointer(tmp / "ckpt"), history=tmp / "history.json")
 
 
 class NaNBackward(nn.Module):

@@ -15,9 +15,9 @@ from losses.level import loudness
 from models.lstm import LSTMEnhancer
 from tests.conftest import TINY, before_and_after_one_epoch, cli, compose_cfg
 from trainer import metrics as M
-from trainer.engine import evaluate
 from trainer.run import assemble
 from trainer.tasks import Denoise, SuperResolution
+from trainer.validation import validate
 
 SR = 16000
 
@@ -36,9 +36,14 @@ def speechlike(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
 def media_run(tmp_path, *extra):
     run = tmp_path / "run"
     cli(
-        *TINY, "trainer.validation.media_examples=2", "trainer.validation.slow_examples=2", "data.segment_seconds=0.5",
-        *extra, f"hydra.run.dir={run}", check=True,
-    )  # fmt: skip
+        *TINY,
+        "trainer.validation.media_examples=2",
+        "trainer.validation.slow_examples=2",
+        "data.segment_seconds=0.5",
+        *extra,
+        f"hydra.run.dir={run}",
+        check=True,
+    )
     return run
 
 
@@ -73,18 +78,18 @@ def test_val_writer_gets_audio_and_spectrograms_train_writer_none(tmp_path):
 def test_slow_metrics_follow_their_cadence_and_subset():
     cfg = compose_cfg(*TINY, "data.segment_seconds=0.5", "trainer.validation.slow_examples=3")
     parts = assemble(cfg)
-    metrics, kept = evaluate(parts, slow_examples=3, keep=2)
+    metrics, kept = validate(parts, slow_examples=3, keep=2)
     assert {"stoi", "estoi"} <= set(metrics) and len(kept) == 2
     assert set(kept[0]) == {"input", "output", "target"} and kept[0]["output"].shape == (SR // 2,)
     # the subset is the first N examples: recompute STOI on them by hand
-    batch = next(iter(parts.valid_loader))
+    batch = next(iter(parts.feed.valid_loader))
     inputs, target = parts.task.pair(batch)
     with torch.no_grad():
-        output = parts.raw_model(inputs)
+        output = parts.network.raw(inputs)
     expected = np.nanmean([M.stoi(target[i], output[i], SR) for i in range(3)])  # NaN: too short after VAD
     assert math.isfinite(expected)
     assert metrics["stoi"] == pytest.approx(expected, abs=1e-6)
-    plain, _ = evaluate(parts)
+    plain, _ = validate(parts)
     assert "stoi" not in plain and "pesq_wb" not in plain
 
 
@@ -151,8 +156,15 @@ def test_superres_input_is_band_limited():
 
 
 def test_superres_trains_and_lowers_lsd():
-    cfg = compose_cfg(*TINY, "task=superres", "model=conv", "model.hidden=8", "loss=l1_mrstft",
-                      "trainer.batch_size=8", "trainer.steps_per_epoch=30")  # fmt: skip
+    cfg = compose_cfg(
+        *TINY,
+        "task=superres",
+        "model=conv",
+        "model.hidden=8",
+        "loss=l1_mrstft",
+        "trainer.batch_size=8",
+        "trainer.steps_per_epoch=30",
+    )
     before, after = before_and_after_one_epoch(cfg)
     assert after["lsd"] < before["lsd"] - 0.5, (before, after)
     assert after["lsd"] < after["lsd_input"]  # better than handing the input back

@@ -238,9 +238,9 @@ def test_augment_group_reaches_training_batches_only():
 
     def first_batches(*overrides):
         parts = assemble(compose_cfg(*TINY, *overrides))
-        parts.sampler.set_position(1, 0)
-        train = next(iter(parts.train_loader))
-        return train, next(iter(parts.valid_loader))
+        parts.feed.sampler.set_position(1, 0)
+        train = next(iter(parts.feed.train_loader))
+        return train, next(iter(parts.feed.valid_loader))
 
     plain, plain_val = first_batches("augment=none")
     augmented, augmented_val = first_batches("augment=strong")

@@ -8,8 +8,9 @@ import torch
 from tests.conftest import TINY, TINY_TRANSDUCER, cli, compose_cfg, options
 from trainer import config
 from trainer.config import ConfigError, validate
-from trainer.engine import evaluate, train_step
+from trainer.engine import train_step
 from trainer.run import assemble
+from trainer.validation import validate as run_validation
 
 GROUPS = [g for g in config.GROUPS if g != "compile"]  # compile's options: tests/test_perf.py
 # folder datasets need folders on disk: tests/test_folder_data.py builds them
@@ -23,15 +24,15 @@ def test_option_composes_builds_and_steps(group, option):
     cfg = compose_cfg(*(TINY_TRANSDUCER if (group, option) in TRANSDUCER else TINY), f"{group}={option}")
     validate(cfg)
     parts = assemble(cfg)
-    parts.sampler.set_position(0, 0)
-    batch = next(iter(parts.train_loader))
+    parts.feed.sampler.set_position(0, 0)
+    batch = next(iter(parts.feed.train_loader))
     out = train_step(parts, [batch], cfg.trainer.grad_clip)
     assert torch.isfinite(out.loss), (group, option)
     if not out.skipped:
-        parts.schedule.after_step()
-    metrics, _ = evaluate(parts)
+        parts.optim.schedule.after_step()
+    metrics, _ = run_validation(parts)
     assert parts.task.monitor in metrics
-    parts.schedule.after_validation(metrics[parts.task.monitor])
+    parts.optim.schedule.after_validation(metrics[parts.task.monitor])
 
 
 @pytest.mark.parametrize("option", options("compile"))
@@ -39,18 +40,18 @@ def test_compile_option_builds(option):
     cfg = compose_cfg(*TINY, f"compile={option}")
     parts = assemble(cfg)
     compiled = option != "none"
-    assert (parts.model is not parts.raw_model) == compiled
-    assert isinstance(parts.model, torch._dynamo.eval_frame.OptimizedModule) == compiled
+    assert (parts.network.trained is not parts.network.raw) == compiled
+    assert isinstance(parts.network.trained, torch._dynamo.eval_frame.OptimizedModule) == compiled
 
 
 def test_conv_before_batchnorm_has_no_bias():
     from torch import nn
 
-    model = assemble(compose_cfg(*TINY, "model=conv")).raw_model
+    model = assemble(compose_cfg(*TINY, "model=conv")).network.raw
     pairs = [(a, b) for seq in model.modules() if isinstance(seq, nn.Sequential) for a, b in zip(seq, list(seq)[1:])]
     conv_bn = [a for a, b in pairs if isinstance(b, nn.BatchNorm1d)]
     assert conv_bn and all(c.bias is None for c in conv_bn)
-    kept = assemble(compose_cfg(*TINY, "model=conv", "model.bias_before_norm=true")).raw_model
+    kept = assemble(compose_cfg(*TINY, "model=conv", "model.bias_before_norm=true")).network.raw
     assert sum(p.numel() for p in kept.parameters()) > sum(p.numel() for p in model.parameters())
 
 

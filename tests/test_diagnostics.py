@@ -108,9 +108,15 @@ def test_spike_and_clip_alerts_fire_on_synthetic_norms_and_stay_quiet_otherwise(
 def test_training_run_logs_terms_layers_ratios_and_histograms(tmp_path):
     run_dir = tmp_path / "run"
     cli(
-        *TINY, "loss=si_sdr_mrstft", "trainer.diagnostics.terms_every=2", "trainer.diagnostics.layers_every=3",
-        "trainer.diagnostics.histograms_every=3", f"hydra.run.dir={run_dir}", check=True, timeout=300,
-    )  # fmt: skip
+        *TINY,
+        "loss=si_sdr_mrstft",
+        "trainer.diagnostics.terms_every=2",
+        "trainer.diagnostics.layers_every=3",
+        "trainer.diagnostics.histograms_every=3",
+        f"hydra.run.dir={run_dir}",
+        check=True,
+        timeout=300,
+    )
     tags = scalars(run_dir / "tb" / "train")
     assert [s for s, _ in tags["grad_terms/share/si_sdr"]] == [2, 4, 6]  # its own cadence
     assert {"grad_terms/norm/mrstft", "grad_terms/cosine/si_sdr__mrstft"} <= set(tags)

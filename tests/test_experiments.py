@@ -47,9 +47,13 @@ def voicebank(root, files: int = 4):
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "trainer.evaluate", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "trainer.evaluate", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": THREADS},
-    )  # fmt: skip
+    )
 
 
 def test_voicebank_recipe_trains_and_evaluates(tmp_path, monkeypatch):

@@ -13,6 +13,10 @@ from tests.golden import HERE, JOBS, record
 # AVX-512, another oneDNN path) round differently, and 8 optimizer steps carry that forward:
 # the tolerance covers it and nothing more (a changed formula moves a loss by far more).
 RTOL = 1e-4
+# The input's log-spectral distance takes logs of the empty high band of the band-limited
+# input, where rounding is all there is: 4e-4 apart between a Xeon (AMX) and a Zen 4. It does
+# not depend on the model, so no refactor of the loop can move it.
+LOOSE = {"metrics/lsd_input": 2e-3}
 
 
 @pytest.mark.parametrize("task", sorted(JOBS))
@@ -26,4 +30,4 @@ def test_a_fixed_job_reproduces_its_golden_record(task, tmp_path):
     assert sorted(got["final_val"]) == sorted(want["final_val"])
     for tag, value in want["final_val"].items():
         if not tag.startswith("perf/"):
-            assert got["final_val"][tag] == pytest.approx(value, rel=RTOL, abs=1e-6), tag
+            assert got["final_val"][tag] == pytest.approx(value, rel=LOOSE.get(tag, RTOL), abs=1e-6), tag

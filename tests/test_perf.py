@@ -13,9 +13,9 @@ import torch
 from tests.conftest import ROOT, TINY, cli, compose_cfg
 from tests.helpers import poison_step, train_quietly
 from trainer.engine import train_step
-from trainer.history import TIME_PARTS
-from trainer.perf import ISA_CAPS, ShapeGuard, isolate_compile_cache
+from trainer.placement import ISA_CAPS, ShapeGuard, isolate_compile_cache
 from trainer.run import assemble
+from trainer.run_state import TIME_PARTS
 
 SWEEP_TINY = [*TINY, "trainer.steps_per_epoch=6", "trainer.warmup_steps=2", "trainer.log_every=2"]
 
@@ -93,10 +93,10 @@ def test_fp16_skipped_step_does_not_advance_the_schedule(tmp_path):
     parts = assemble(cfg)
     poison_step(parts, 2)
     state = train_quietly(parts, cfg.trainer, tmp_path)
-    taken = max(int(s["step"]) for s in parts.optimizer.state.values())  # Adam counts real updates
+    taken = max(int(s["step"]) for s in parts.optim.optimizer.state.values())  # Adam counts real updates
     assert state.step == 5 and state.status == "completed"  # a skipped fp16 step is not divergence
     assert taken <= 4  # the poisoned step (and any overflow) was skipped...
-    assert parts.schedule.scheduler.last_epoch == taken  # ...and the LR schedule moved only with real updates
+    assert parts.optim.schedule.scheduler.last_epoch == taken  # ...and the LR schedule moved only with real updates
 
 
 def test_accumulation_matches_one_big_batch():
@@ -105,10 +105,10 @@ def test_accumulation_matches_one_big_batch():
             *TINY, f"trainer.batch_size={batch_size}", f"trainer.grad_accum={accum}", "trainer.grad_clip=null"
         )
         parts = assemble(cfg)
-        parts.sampler.set_position(0, 0)
-        it = iter(parts.train_loader)
+        parts.feed.sampler.set_position(0, 0)
+        it = iter(parts.feed.train_loader)
         train_step(parts, [next(it) for _ in range(accum)], None)
-        return [p.detach().clone() for p in parts.raw_model.parameters()]
+        return [p.detach().clone() for p in parts.network.raw.parameters()]
 
     for a, b in zip(one_step(8, 1), one_step(2, 4)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

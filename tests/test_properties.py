@@ -54,8 +54,16 @@ def test_folder_mix_plus_augmentation_gives_finite_fixed_length_deterministic_ex
         source = FolderMix(
             str(root / "speech"), str(root / "noise"), sample_rate=TARGET_RATE, segment_seconds=SEGMENT, seed=3
         )
-        augment = Augment(TARGET_RATE, gain_db=[-6, 6], snr_db=[0, 20], shift_seconds=0.05, p_polarity=0.5,
-                          p_bandlimit=0.5, p_reverb=0.5, seed=3)  # fmt: skip
+        augment = Augment(
+            TARGET_RATE,
+            gain_db=[-6, 6],
+            snr_db=[0, 20],
+            shift_seconds=0.05,
+            p_polarity=0.5,
+            p_bandlimit=0.5,
+            p_reverb=0.5,
+            seed=3,
+        )
         train = Augmented(source.train(), augment)
         first, again = train[key], train[key]
         for name_, x in first.items():

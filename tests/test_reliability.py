@@ -18,9 +18,8 @@ from tests.conftest import ROOT, THREADS, TINY, cli, compose_cfg
 from tests.helpers import poison_step, train_quietly
 from trainer.checkpoint import Checkpointer, CheckpointError, atomic_write, load, restore
 from trainer.engine import train
-from trainer.history import RunState
-from trainer.loggers import NullLogger, Progress
 from trainer.run import assemble
+from trainer.run_state import RunState
 
 # dropout makes the RNG matter, cosine the schedule, Adam the optimizer state; the scaler
 # is checked under fp16 (where, on CPU, overflow skips most steps: too few for the others)
@@ -45,22 +44,22 @@ class StopAt:
 def poison_when_scale_above(parts, limit: float, calls: dict) -> None:
     """An overflow at step 2, then whenever the loss scale is above `limit`: the scaler's
     state then decides which steps are skipped. `calls` counts steps across a resume."""
-    scaler = parts.precision.scaler
+    scaler = parts.optim.precision.scaler
 
     def hook(grad):
         calls["n"] += 1
         return grad * float("inf") if calls["n"] == 2 or (calls["n"] > 2 and scaler.get_scale() > limit) else grad
 
-    next(parts.raw_model.parameters()).register_hook(hook)
+    next(parts.network.raw.parameters()).register_hook(hook)
 
 
 def run(tmp, parts, state, stop=None):
     holder = [state]
     stopper = StopAt(holder, stop) if stop else None
+    trainer_cfg = CONFIGS["fp32"].trainer
     return train(
-        parts, CONFIGS["fp32"].trainer, state, Checkpointer(tmp / "ckpt"), NullLogger(), NullLogger(),
-        Progress("none", 0, 0), tmp / "history.json", stop=stopper,
-    )  # fmt: skip
+        parts, trainer_cfg, state, checkpointer=Checkpointer(tmp / "ckpt"), history=tmp / "history.json", stop=stopper
+    )
 
 
 def final_weights(tmp, precision: str, omit: str | None, interrupt: bool) -> dict[str, torch.Tensor]:
@@ -78,7 +77,11 @@ def final_weights(tmp, precision: str, omit: str | None, interrupt: bool) -> dic
         assert state.status == "interrupted" and state.step == 6
         fresh = build()  # a new process: everything rebuilt from config
         ckpt = load(tmp / "ckpt" / "last.pt")
-        untouched = {"optimizer": fresh.optimizer, "schedule": fresh.schedule, "scaler": fresh.precision.scaler}
+        untouched = {
+            "optimizer": fresh.optim.optimizer,
+            "schedule": fresh.optim.schedule,
+            "scaler": fresh.optim.precision.scaler,
+        }
         if omit in untouched:  # left out = the freshly built object's own state
             ckpt[omit] = untouched[omit].state_dict()
         if omit == "rng":
@@ -87,20 +90,20 @@ def final_weights(tmp, precision: str, omit: str | None, interrupt: bool) -> dic
         saved = restore(
             ckpt,
             tmp / "ckpt" / "last.pt",
-            fresh.raw_model,
-            fresh.optimizer,
-            fresh.schedule,
-            fresh.precision.scaler,
+            fresh.network.raw,
+            fresh.optim.optimizer,
+            fresh.optim.schedule,
+            fresh.optim.precision.scaler,
             fresh.config,
         )
         state = RunState.from_dict(saved)
         if omit == "data position":
-            state.step -= state.step % fresh.steps_per_epoch  # the epoch restarts from its first batch
+            state.step -= state.step % fresh.feed.steps_per_epoch  # the epoch restarts from its first batch
         state.status = "running"
         state = run(tmp, fresh, state)
         parts = fresh
     assert state.status == "completed", (state.status, state.reason)
-    return {k: v.clone() for k, v in parts.raw_model.state_dict().items()}
+    return {k: v.clone() for k, v in parts.network.raw.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +113,16 @@ def reference(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "precision,omit",
-    [("fp32", None), ("fp32", "optimizer"), ("fp32", "schedule"), ("fp32", "rng"), ("fp32", "data position"),
-     ("fp16", None), ("fp16", "scaler")],
-)  # fmt: skip
+    [
+        ("fp32", None),
+        ("fp32", "optimizer"),
+        ("fp32", "schedule"),
+        ("fp32", "rng"),
+        ("fp32", "data position"),
+        ("fp16", None),
+        ("fp16", "scaler"),
+    ],
+)
 def test_exact_resume_needs_every_restored_piece(reference, tmp_path, precision, omit):
     """An in-process stop at step 6 (mid-epoch 2), then a rebuilt run restored from `last`."""
     want, got = reference[precision], final_weights(tmp_path, precision, omit, interrupt=True)
@@ -142,7 +152,9 @@ def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
     good = tmp_path / "good.pt"
     from trainer.checkpoint import snapshot
 
-    torch.save(snapshot(parts.raw_model, parts.optimizer, parts.schedule, None, RunState(), parts.config), good)
+    torch.save(
+        snapshot(parts.network.raw, parts.optim.optimizer, parts.optim.schedule, None, RunState(), parts.config), good
+    )
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated.pt: truncated or corrupt"):
@@ -150,7 +162,13 @@ def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
     other = assemble(compose_cfg(*TINY, "model=conv"))
     with pytest.raises(CheckpointError, match="does not match this model"):
         restore(
-            load(good), good, other.raw_model, other.optimizer, other.schedule, other.precision.scaler, parts.config
+            load(good),
+            good,
+            other.network.raw,
+            other.optim.optimizer,
+            other.optim.schedule,
+            other.optim.precision.scaler,
+            parts.config,
         )
     # the CLI: a hostile `resume=` file ends the run with the message, and no code runs
     proc = cli(*TINY, f"resume={hostile}", f"hydra.run.dir={tmp_path / 'run'}")
@@ -183,9 +201,13 @@ def test_file_size_limit_during_a_run_exits_non_zero_keeping_last(tmp_path):
 
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=small_files,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
         env={**os.environ, "OMP_NUM_THREADS": THREADS},
-    )  # fmt: skip
+    )
     assert proc.returncode != 0
     assert f"could not write {run_dir / 'checkpoints' / 'last.pt'}" in proc.stderr
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before  # the epoch-1 state, intact
@@ -241,9 +263,13 @@ def test_inf_gradient_ends_an_fp32_run_as_diverged(tmp_path):
 def test_one_failing_job_does_not_take_the_multirun_down(tmp_path):
     sweep = tmp_path / "sweep"
     proc = cli(
-        "-m", *TINY, "model._target_=tests.helpers.FailsAtWidth", "model.hidden=4,5,6",
-        f"hydra.sweep.dir={sweep}", timeout=300,
-    )  # fmt: skip
+        "-m",
+        *TINY,
+        "model._target_=tests.helpers.FailsAtWidth",
+        "model.hidden=4,5,6",
+        f"hydra.sweep.dir={sweep}",
+        timeout=300,
+    )
     assert proc.returncode != 0  # the sweep says something failed...
     statuses = {
         job.name: json.loads((job / "summary.json").read_text())["status"]

@@ -37,9 +37,15 @@ PINNED = [
 def search(tmp: Path, study: str, *extra: str, storage: str | None = None, check: bool = True, timeout: float = 300):
     storage = storage or f"sqlite:///{tmp}/optuna.db"
     return cli(
-        "+search=denoise_lstm", *FIXED, f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study}",
-        f"hydra.sweep.dir={tmp}/{study}", *extra, check=check, timeout=timeout,
-    )  # fmt: skip
+        "+search=denoise_lstm",
+        *FIXED,
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweep.dir={tmp}/{study}",
+        *extra,
+        check=check,
+        timeout=timeout,
+    )
 
 
 def load(tmp: Path, study: str, storage: str | None = None):
@@ -77,8 +83,10 @@ def _study_report_renders(tmp_path: Path, study: str, trials: int) -> None:
     out = tmp_path / "study_report"
     proc = subprocess.run(
         [sys.executable, "-m", "sweeps.report", "--study", f"sqlite:///{tmp_path}/optuna.db", study, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "best value" in proc.stdout and "best parameters" in proc.stdout
     for name in (
@@ -126,9 +134,14 @@ def test_crashing_and_diverging_trials_fail_with_reasons_while_the_sweep_finishe
     # one searched parameter with three values: duplicate draws are refused, so three
     # trials cover ok, raise and diverge exactly once
     proc = search(
-        tmp_path, "flaky", "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=1.0", *PINNED,
-        "model._target_=tests.helpers.Flaky", "+model.mode=choice(ok,raise,diverge)",
-    )  # fmt: skip
+        tmp_path,
+        "flaky",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=1.0",
+        *PINNED,
+        "model._target_=tests.helpers.Flaky",
+        "+model.mode=choice(ok,raise,diverge)",
+    )
     assert proc.returncode == 0
     trials = load(tmp_path, "flaky").trials
     by_mode = {t.params["+model.mode"]: t for t in trials if "duplicate_of" not in t.user_attrs}
@@ -145,18 +158,29 @@ def test_crashing_and_diverging_trials_fail_with_reasons_while_the_sweep_finishe
 
 def test_failures_beyond_the_rate_stop_the_sweep(tmp_path):
     proc = search(
-        tmp_path, "boom", "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25", *PINNED,
-        "model._target_=tests.helpers.Flaky", "+model.mode=raise", check=False,
-    )  # fmt: skip
+        tmp_path,
+        "boom",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0.25",
+        *PINNED,
+        "model._target_=tests.helpers.Flaky",
+        "+model.mode=raise",
+        check=False,
+    )
     assert proc.returncode != 0 and "max_failure_rate" in proc.stderr
     assert [t.state.name for t in load(tmp_path, "boom").trials] == ["FAIL", "FAIL"]  # 2 > 0.25 x 4
 
 
 def test_pruned_trials_are_pruned_not_failed(tmp_path):
     proc = search(
-        tmp_path, "prune", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0.0", "trainer.epochs=4",
-        "optuna/pruner=none", "optuna.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1000.0}",
-    )  # fmt: skip
+        tmp_path,
+        "prune",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=0.0",
+        "trainer.epochs=4",
+        "optuna/pruner=none",
+        "optuna.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1000.0}",
+    )
     assert proc.returncode == 0  # pruning is not a failure, even at max_failure_rate=0
     trials = load(tmp_path, "prune").trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
@@ -169,10 +193,16 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path):
 def test_multi_objective_search(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     cli(
-        "+search=denoise_pareto", *FIXED, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=pareto",
-        f"hydra.sweep.dir={tmp_path}/pareto", "hydra.sweeper.n_trials=2", "model.hidden=4", "trainer.warmup_steps=0",
+        "+search=denoise_pareto",
+        *FIXED,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=pareto",
+        f"hydra.sweep.dir={tmp_path}/pareto",
+        "hydra.sweeper.n_trials=2",
+        "model.hidden=4",
+        "trainer.warmup_steps=0",
         check=True,
-    )  # fmt: skip
+    )
     study = load(tmp_path, "pareto")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.state.name == "COMPLETE" and len(t.values) == 2 and t.values[1] > 0 for t in study.trials)
@@ -247,10 +277,21 @@ def postgres(tmp_path):
         capture_output=True,
     )
     subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
-         "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         subprocess.run(
             [*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"],

@@ -75,20 +75,24 @@ def test_short_run_improves_si_sdr_on_espeak_speech(tmp_path):
     from sweeps import speech_testset
     from tests.conftest import compose_cfg
     from trainer.engine import train_step
-    from trainer.evaluate import means, paired_files, score
+    from trainer.evaluate import means, pair_examples, paired_files, score
     from trainer.run import assemble
 
     speech_testset.build(tmp_path / "speech", sentences=4)
     cfg = compose_cfg(
-        "data.corpus_size=128", "data.noise_corpus_size=64", "data.val_size=8",
-        "trainer.epochs=1", "trainer.steps_per_epoch=150",
-    )  # fmt: skip
+        "data.corpus_size=128",
+        "data.noise_corpus_size=64",
+        "data.val_size=8",
+        "trainer.epochs=1",
+        "trainer.steps_per_epoch=150",
+    )
     parts = assemble(cfg)
-    parts.sampler.set_position(0, 0)
-    for batch in parts.train_loader:
+    parts.feed.sampler.set_position(0, 0)
+    for batch in parts.feed.train_loader:
         train_step(parts, [batch], cfg.trainer.grad_clip)
-        parts.schedule.after_step()
-    parts.model.eval()
-    result = means(score(parts.model, paired_files(tmp_path / "speech"), 16000, parts.device, slow_metrics=False))
+        parts.optim.schedule.after_step()
+    parts.network.trained.eval()
+    examples = pair_examples(paired_files(tmp_path / "speech"), 16000)
+    result = means(score(parts.network.trained, parts.task, examples, parts.place.device, slow_metrics=False))
     assert result["files"] == 12
     assert result["si_sdri"] > 1.5, result

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from trainer.config import EarlyStoppingConfig
-from trainer.history import RunState
+from trainer.run_state import RunState
 from trainer.status import Status
 from trainer.stopping import Diverged, StopPolicy
 from trainer.tasks import Task
@@ -41,7 +41,7 @@ def test_the_budget_completes_and_the_target_is_timed_once():
         state.step += 10
         policy.validated(state, {"si_sdr": value}, seconds=seconds)
     assert state.status == Status.COMPLETED and state.finished
-    assert state.speed == {"time_to_target": 2.0, "steps_to_target": 20}
+    assert (state.speed.time_to_target, state.speed.steps_to_target) == (2.0, 20)
 
 
 def test_a_non_finite_metric_diverges_and_the_pruner_and_signals_set_their_status():

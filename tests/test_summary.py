@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import TINY, compose_cfg
 from trainer import summary
-from trainer.history import RunState
+from trainer.run_state import RunState
 from trainer.status import Status
 
 

@@ -155,9 +155,16 @@ def test_short_transducer_training_lowers_the_loss_and_the_error_rate():
 def test_transducer_cli_run_logs_error_rates_and_decoded_text(tmp_path):
     run_dir = tmp_path / "run"
     cli(
-        *SHORT, "trainer.epochs=2", "trainer.steps_per_epoch=10", "trainer.log_every=5", "trainer.progress=log",
-        "trainer.validation.media_examples=2", f"hydra.run.dir={run_dir}", check=True, timeout=300,
-    )  # fmt: skip
+        *SHORT,
+        "trainer.epochs=2",
+        "trainer.steps_per_epoch=10",
+        "trainer.log_every=5",
+        "trainer.progress=log",
+        "trainer.validation.media_examples=2",
+        f"hydra.run.dir={run_dir}",
+        check=True,
+        timeout=300,
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     history = json.loads((run_dir / "history.json").read_text())
     assert summary["status"] == "completed" and summary["monitor"] == "ter" and summary["mode"] == "min"

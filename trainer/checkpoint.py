@@ -135,9 +135,16 @@ class Checkpointer:
         if self.writes:
             atomic_write(path, lambda f: torch.save(state, f))
 
-    def due(self, step: int) -> bool:
-        """Mid-epoch `last` saves, every `every_steps` optimizer steps."""
-        return self.every_steps > 0 and step % self.every_steps == 0
+    def due(self, step: int, end_of_epoch: bool = False) -> bool:
+        """Whether a mid-epoch `last` save is due after `step`: every `every_steps` optimizer
+        steps, but not at the end of an epoch, whose save follows its validation."""
+        return self.every_steps > 0 and step % self.every_steps == 0 and not end_of_epoch
+
+    def save_last(self, snapshot: dict[str, Any]) -> None:
+        self.save(self.last, snapshot)
+
+    def save_best(self, snapshot: dict[str, Any]) -> None:
+        self.save(self.best, snapshot)
 
 
 def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Hydra checks types and unknown keys of the typed nodes (`trainer`, `precision`, `compile`)
 when it composes. Two holes remain, closed by `validate`, which runs from a Hydra callback
-(trainer/callbacks.py) before any run directory exists:
+(trainer/hydra_callbacks.py) before any run directory exists:
   * `+trainer.lrr=0.1` adds a key even to a typed node (Hydra opens the node for `+`);
   * the `_target_` groups (model, optim, sched, loss, task, data, augment) have no schema, so a
     misspelt argument would only fail deep inside the run.

@@ -19,6 +19,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from omegaconf import OmegaConf
 from trainer.build import build_model, build_task
 from trainer.checkpoint import CheckpointError, load, load_model_state
 from trainer.data import audio_io
-from trainer.metrics import nan_mean, si_sdr
+from trainer.metrics import nan_mean
 from trainer.tasks import SLOW_METRICS, AudioTask, SuperResolution
 
 
@@ -56,37 +57,41 @@ def paired_files(root: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-@torch.no_grad()
-def score(model, pairs, sample_rate: int, device: torch.device, slow_metrics: bool = True) -> list[dict]:
-    rows = []
+def pair_examples(pairs, sample_rate: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, noisy, clean) of each pair, read at `sample_rate`, cut to the shorter length."""
     for name, noisy_path, clean_path in pairs:
         noisy = audio_io.read(noisy_path, sample_rate)
         clean = audio_io.read(clean_path, sample_rate)
         n = min(len(noisy), len(clean))
-        noisy, clean = noisy[:n], clean[:n]
-        out = model(noisy[None].to(device))[0].float().cpu()
-        row = {"file": name, "si_sdr_in": si_sdr(noisy, clean).item(), "si_sdr_out": si_sdr(out, clean).item()}
-        row["si_sdri"] = row["si_sdr_out"] - row["si_sdr_in"]
-        if slow_metrics:  # the tasks' own registry of slow metrics, every one of them
-            for tag, signal in (("in", noisy), ("out", out)):
-                for name, metric in SLOW_METRICS.items():
-                    row[f"{name}_{tag}"] = metric(clean, signal, sample_rate)
-        rows.append(row)
-    return rows
+        yield name, noisy[:n], clean[:n]
+
+
+def band_limited_examples(files: list[Path], task: SuperResolution) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, band-limited input, full-band target) of each file, the input made as in training."""
+    for path in files:
+        clean = audio_io.read(path, task.sample_rate)
+        yield path.stem, task.band_limit(clean[None])[0], clean
 
 
 @torch.no_grad()
-def score_superres(model, files: list[Path], task, device: torch.device) -> list[dict]:
+def score(model, task: AudioTask, examples, device: torch.device, slow_metrics: bool = True) -> list[dict]:
+    """One row per example: the task's own metrics (those of validation) for the input and
+    for the output, and with `slow_metrics` every metric of the tasks' slow registry."""
     rows = []
-    for path in files:
-        clean = audio_io.read(path, task.sample_rate)[None]
-        inputs = task.band_limit(clean)
-        out = model(inputs.to(device)).float().cpu()
-        row = {"file": path.stem}
-        for tag, signal in (("in", inputs), ("out", out)):
-            for key, value in task.task_metrics(signal, inputs, clean).items():
-                if key != "lsd_input":
-                    row[f"{key}_{tag}"] = value.item()
+    for name, inputs, target in examples:
+        output = model(inputs[None].to(device))[0].float().cpu()
+        got = {
+            tag: task.task_metrics(x[None], inputs[None], target[None]) for tag, x in (("in", inputs), ("out", output))
+        }
+        row = {"file": name}
+        for key in got["out"]:
+            if key not in task.input_relative:
+                row[f"{key}_in"], row[f"{key}_out"] = got["in"][key].item(), got["out"][key].item()
+        row.update({key: got["out"][key].item() for key in task.input_relative})
+        if slow_metrics:
+            for tag, signal in (("in", inputs), ("out", output)):
+                for metric, fn in SLOW_METRICS.items():
+                    row[f"{metric}_{tag}"] = fn(target, signal, task.sample_rate)
         rows.append(row)
     return rows
 
@@ -134,9 +139,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         parser.exit(2, f"error: {err}\n")
     start = time.perf_counter()
     if superres:
-        rows = score_superres(model, files, task, device)
+        rows = score(model, task, band_limited_examples(files, task), device, slow_metrics=False)
     else:
-        rows = score(model, pairs, int(cfg.data.sample_rate), device, slow_metrics=not args.fast)
+        examples = pair_examples(pairs, int(cfg.data.sample_rate))
+        rows = score(model, task, examples, device, slow_metrics=not args.fast)
     summary = means(rows)
     out = args.out
     if not out:

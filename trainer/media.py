@@ -52,9 +52,15 @@ def figure(spec_db: torch.Tensor, sample_rate: int, kind: str, scale: tuple[floa
     top = sample_rate / 2000 if kind == "stft" else spec_db.shape[0]
     fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
     image = ax.imshow(
-        spec_db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=scale[0], vmax=scale[1],
-        extent=(0, seconds, 0, top), interpolation="nearest",
-    )  # fmt: skip
+        spec_db.numpy(),
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=scale[0],
+        vmax=scale[1],
+        extent=(0, seconds, 0, top),
+        interpolation="nearest",
+    )
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (kHz)" if kind == "stft" else "mel bin")
     ax.set_title(title)

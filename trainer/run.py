@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import distributed, perf, summary
+from trainer import distributed, placement, profiling, summary
 from trainer.build import (
     build_augment,
     build_data,
@@ -33,10 +33,11 @@ from trainer.data.augment import Augmented
 from trainer.data.loader import train_loader, valid_loader
 from trainer.diagnostics import GradientDiagnostics
 from trainer.distributed import Dist
-from trainer.engine import Parts, train
-from trainer.history import RunState
+from trainer.engine import Logs, train
 from trainer.loggers import NullLogger, Progress, TensorBoardLogger
-from trainer.perf import ShapeGuard, uses_cuda_graphs
+from trainer.parts import Feed, Optimization, Parts, Placement
+from trainer.placement import ShapeGuard, uses_cuda_graphs
+from trainer.run_state import RunState
 from trainer.signals import PREEMPT, GracefulStop, Interrupted
 from trainer.status import Status
 from trainer.tasks import AudioTask
@@ -82,10 +83,10 @@ def assemble(cfg: DictConfig) -> Parts:
     dist = Dist.from_env()
     distributed.init(dist)
     seed_everything(t.seed)  # every rank builds the same model (DDP also broadcasts rank 0's)
-    device = dist.device(perf.resolve_device(t.device))
+    device = dist.device(placement.resolve_device(t.device))
     task = build_task(cfg.task)
     data = build_data(cfg.data)
-    network, loss, precision = perf.setup(
+    network, loss, precision = placement.setup(
         build_model(cfg.model), build_loss(cfg.loss), cfg.precision, cfg.compile, device, t.deterministic, dist
     )
     optimizer = build_optimizer(cfg.optim, network.raw)
@@ -102,30 +103,34 @@ def assemble(cfg: DictConfig) -> Parts:
             )
         train_set = Augmented(train_set, augment)
     loader, sampler = train_loader(
-        train_set, data.infinite, t.batch_size, per_epoch_batches, t.seed, t.num_workers, device.type == "cuda",
-        dist.rank, dist.world,
-    )  # fmt: skip
+        train_set,
+        data.infinite,
+        t.batch_size,
+        per_epoch_batches,
+        t.seed,
+        t.num_workers,
+        device.type == "cuda",
+        dist.rank,
+        dist.world,
+    )
     steps_per_epoch = sampler.per_epoch // (t.batch_size * t.grad_accum)
     schedule = build_schedule(cfg.sched, optimizer, steps_per_epoch * t.epochs, task.mode)
     graphs = uses_cuda_graphs(cfg.compile)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return Parts(
         network=network,
-        loss=loss,
-        optimizer=optimizer,
-        schedule=schedule,
-        precision=precision,
+        optim=Optimization(loss=loss, optimizer=optimizer, schedule=schedule, precision=precision),
+        feed=Feed(
+            train_loader=loader,
+            sampler=sampler,
+            valid_loader=valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world),
+            steps_per_epoch=steps_per_epoch,
+            shape_guard=ShapeGuard(graphs),
+        ),
+        place=Placement(device=device, dist=dist, cuda_graphs=graphs and device.type == "cuda"),
         task=task,
-        device=device,
-        train_loader=loader,
-        sampler=sampler,
-        valid_loader=valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world),
-        steps_per_epoch=steps_per_epoch,
         config=OmegaConf.to_container(job, resolve=True, enum_to_str=True),
-        shape_guard=ShapeGuard(graphs),
         diagnostics=GradientDiagnostics(t.diagnostics, network.raw),
-        dist=dist,
-        cuda_graphs=graphs and device.type == "cuda",
         seconds={**seconds, "build": time.perf_counter() - started - seconds["datasets"]},
     )
 
@@ -206,14 +211,14 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
 
 
 def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[str, str], trial=None) -> RunState:
-    t, task, raw = cfg.trainer, parts.task, parts.raw_model
-    main = parts.dist.main  # data-parallel: every rank reads the checkpoint, rank 0 writes
+    t, task, raw, opt = cfg.trainer, parts.task, parts.network.raw, parts.optim
+    main = parts.place.dist.main  # data-parallel: every rank reads the checkpoint, rank 0 writes
     checkpointer = Checkpointer(run_dir / "checkpoints", t.checkpoint_every, writes=main)
     state = RunState()
     source = checkpointer.last if checkpointer.last.is_file() else (Path(cfg.resume) if cfg.resume else None)
     if source is not None:
         state = RunState.from_dict(
-            restore(load(source), source, raw, parts.optimizer, parts.schedule, parts.precision.scaler, parts.config)
+            restore(load(source), source, raw, opt.optimizer, opt.schedule, opt.precision.scaler, parts.config)
         )
         log.info("resumed from %s at epoch %d, step %d (%s)", source, state.epoch, state.step, state.status)
     if state.status == Status.COMPLETED and state.epoch < t.epochs:
@@ -223,23 +228,23 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
         return state
 
     state.status = Status.RUNNING
-    spent = state.speed.setdefault("seconds", {})  # summed over the run's processes (resumes)
-    for key, value in parts.seconds.items():
-        spent[key] = spent.get(key, 0.0) + value
-    if parts.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(parts.device)
-    parts.dist.barrier()  # every rank has decided where it starts before rank 0 writes anything
+    for part, seconds in parts.seconds.items():  # summed over the run's processes (resumes)
+        state.speed.spend(part, seconds)
+    device = parts.place.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    parts.place.dist.barrier()  # every rank has decided where it starts before rank 0 writes anything
     purge = state.step + 1 if state.step else None
     train_log = TensorBoardLogger(run_dir / "tb" / "train", purge_step=purge) if main else NullLogger()
     val_log = TensorBoardLogger(run_dir / "tb" / "val", purge_step=purge) if main else NullLogger()
-    progress = Progress(t.progress.value if main else "none", parts.steps_per_epoch * t.epochs, state.step)
-    profiler = perf.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile and main else None
+    progress = Progress(t.progress.value if main else "none", parts.feed.steps_per_epoch * t.epochs, state.step)
+    profiler = profiling.make_profiler(cfg.profiler, run_dir / "tb" / "profile") if cfg.profile and main else None
     log.info(
         "training %s on %s: %d epochs x %d steps, run dir %s",
         type(raw).__name__,
-        parts.device,
+        device,
         t.epochs,
-        parts.steps_per_epoch,
+        parts.feed.steps_per_epoch,
         run_dir,
     )
     try:
@@ -248,8 +253,17 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
             torch.autograd.detect_anomaly(check_nan=True) if cfg.debug.detect_anomaly else contextlib.nullcontext()
         )
         with GracefulStop() as stop, anomaly:
-            history = run_dir / "history.json" if main else None
-            state = train(parts, t, state, checkpointer, train_log, val_log, progress, history, profiler, trial, stop)
+            state = train(
+                parts,
+                t,
+                state,
+                checkpointer=checkpointer,
+                logs=Logs(train_log, val_log, progress),
+                history=run_dir / "history.json" if main else None,
+                profiler=profiler,
+                trial=trial,
+                stop=stop,
+            )
     finally:
         progress.close()
         train_log.close()
@@ -258,9 +272,9 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
             log.info(
                 "profiler trace in %s; top operators:\n%s",
                 run_dir / "tb" / "profile",
-                perf.profiler_table(profiler, cfg.profiler.row_limit),
+                profiling.profiler_table(profiler, cfg.profiler.row_limit),
             )
-    state.speed["peak_memory_mb"] = perf.peak_memory_mb(parts.device)
+    state.speed.peak_memory_mb = profiling.peak_memory_mb(parts.place.device)
     if stop.requested:
         val_log.close()
         raise Interrupted(state, stop.signum, stop.requeue)

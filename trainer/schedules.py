@@ -59,9 +59,13 @@ def one_cycle(
     peaks = [group["lr"] for group in optimizer.param_groups]
     # OneCycleLR raises if stepped past total_steps; +1 leaves room for the final step.
     sched = OneCycleLR(
-        optimizer, max_lr=peaks, total_steps=total_steps + 1, pct_start=pct_start,
-        div_factor=div_factor, final_div_factor=final_div_factor,
-    )  # fmt: skip
+        optimizer,
+        max_lr=peaks,
+        total_steps=total_steps + 1,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+    )
     return Schedule(sched, "step")
 
 

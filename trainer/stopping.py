@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from trainer.config import EarlyStoppingConfig
-from trainer.history import RunState
+from trainer.run_state import RunState
 from trainer.status import Status
 from trainer.tasks import Task
 
@@ -40,14 +40,20 @@ class StopPolicy:
             state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
         else:
             state.bad_epochs += 1
-        if self.target is not None and "time_to_target" not in state.speed and not task.improved(self.target, value):
-            state.speed.update(time_to_target=seconds, steps_to_target=state.step)
+        reached = self.target is not None and not task.improved(self.target, value)
+        if reached and state.speed.time_to_target is None:
+            state.speed.time_to_target, state.speed.steps_to_target = seconds, state.step
         state.history.append({"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 3), **metrics})
         log.info(
             "epoch %d/%d  %s %.4f (best %.4f @ %d)  %s",
-            state.epoch, self.epochs, task.monitor, value, state.best, state.best_epoch,
+            state.epoch,
+            self.epochs,
+            task.monitor,
+            value,
+            state.best,
+            state.best_epoch,
             " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != task.monitor),
-        )  # fmt: skip
+        )
         if es.enabled and state.bad_epochs >= es.patience:
             state.status = Status.EARLY_STOPPED
             state.reason = f"no improvement of {task.monitor} for {state.bad_epochs} validations"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from trainer.history import TIME_PARTS, write_json
+from trainer.run_state import TIME_PARTS, Speed, write_json
 from trainer.status import Status
 
 FILE = "summary.json"
@@ -69,22 +69,24 @@ def write(run_dir: Path, summary: Summary) -> None:
     write_json(Path(run_dir) / FILE, summary)
 
 
-def speed(speed: dict[str, Any], samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
+def speed(speed: Speed, samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
     """Median steady-state step time and what follows from it."""
     out: dict[str, Any] = {
-        k: speed.get(k) for k in ("warmup_seconds", "time_to_target", "steps_to_target", "peak_memory_mb")
+        "warmup_seconds": speed.warmup_seconds,
+        "time_to_target": speed.time_to_target,
+        "steps_to_target": speed.steps_to_target,
+        "peak_memory_mb": speed.peak_memory_mb,
     }
-    windows = speed.get("window_step_ms") or []
-    if windows:
-        step_ms = statistics.median(windows)
+    if speed.window_step_ms:
+        step_ms = statistics.median(speed.window_step_ms)
         out.update(
             step_ms=round(step_ms, 3),
             samples_per_s=round(samples_per_step / (step_ms / 1000), 2),
-            data_wait=round(statistics.mean(speed["window_data_wait"]), 4),
+            data_wait=round(statistics.mean(speed.window_data_wait), 4),
         )
-        if speed.get("warmup_seconds") is not None:
+        if speed.warmup_seconds is not None:
             # what the warm-up cost beyond the same number of steady steps: compilation etc.
-            out["compile_seconds"] = round(max(0.0, speed["warmup_seconds"] - warmup_steps * step_ms / 1000), 3)
+            out["compile_seconds"] = round(max(0.0, speed.warmup_seconds - warmup_steps * step_ms / 1000), 3)
     return out
 
 
@@ -94,7 +96,7 @@ def build(cfg, state, parts, value: float, started: float, versions: dict[str, A
 
     last = state.history[-1] if state.history else {}
     task = parts.task if parts else None
-    device = parts.device if parts else None
+    device = parts.place.device if parts else None
     t = cfg.trainer
     return {  # type: ignore[return-value]  (the speed keys join from a dict)
         "status": Status(state.status),
@@ -113,14 +115,14 @@ def build(cfg, state, parts, value: float, started: float, versions: dict[str, A
         # where the wall time went: startup (interpreter, imports, Hydra), build (model, loss,
         # optimizer), datasets (corpus rendering, folder scans), steps, data (waiting for
         # batches), validation (incl. slow_metrics: PESQ/STOI), logging, checkpoints
-        "seconds": {k: round(state.speed.get("seconds", {}).get(k, 0.0), 3) for k in TIME_PARTS},
+        "seconds": {k: round(state.speed.seconds.get(k, 0.0), 3) for k in TIME_PARTS},
         "job_seconds": round(time.perf_counter() - started, 3),
         **speed(state.speed, t.batch_size * t.grad_accum, t.warmup_steps),
         "batch_size": t.batch_size,
         "grad_accum": t.grad_accum,
-        "loop_start_unix": state.speed.get("loop_start_unix"),
-        "first_step_unix": state.speed.get("first_step_unix"),
-        "precision_paths": parts.precision.paths if parts else {},
+        "loop_start_unix": state.speed.loop_start_unix,
+        "first_step_unix": state.speed.first_step_unix,
+        "precision_paths": parts.optim.precision.paths if parts else {},
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
         if device
         else None,

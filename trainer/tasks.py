@@ -96,6 +96,10 @@ class AudioTask(Task):
             raise ValueError(f"task.hf_cutoff_hz must lie in (0, {sample_rate / 2}), got {self.hf_cutoff_hz}")
         self.slow = list(slow_metrics)
 
+    # Task metrics that compare the output with the input, or describe the input alone: a
+    # per-file score (trainer.evaluate) has one column for each, the others an _in and an _out.
+    input_relative: tuple[str, ...] = ()
+
     def task_metrics(self, output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -119,6 +123,8 @@ class AudioTask(Task):
 
 class Denoise(AudioTask):
     """Noisy mixture in, clean speech out; SI-SDR and its improvement over the input."""
+
+    input_relative = ("si_sdri",)
 
     def __init__(self, monitor: str = "si_sdr", mode: str = "max", **kwargs):
         super().__init__(monitor, mode, **kwargs)
@@ -148,6 +154,8 @@ class SuperResolution(AudioTask):
     it. Metrics: log-spectral distance over the full band and the regenerated band (LSD,
     lower is better), SI-SDR, and LSD of the input itself for reference.
     """
+
+    input_relative = ("lsd_input",)
 
     def __init__(
         self,

@@ -165,9 +165,13 @@ def _render(spec: Spec) -> Corpus:
     workers = _workers() if spec.clean >= _PARALLEL_MIN else 1
     log.info(
         "rendered the %s corpus (%d utterances, %d noise clips) in %.1f s on %d process%s",
-        "training" if spec.split == TRAIN else "validation", spec.clean, spec.noises, time.perf_counter() - started,
-        workers, "es" if workers > 1 else "",
-    )  # fmt: skip
+        "training" if spec.split == TRAIN else "validation",
+        spec.clean,
+        spec.noises,
+        time.perf_counter() - started,
+        workers,
+        "es" if workers > 1 else "",
+    )
     return found
 
 

@@ -79,9 +79,16 @@ class SyntheticSpeech:
             size = self.corpus_size if split == TRAIN else self.val_size
             noises = self.noise_corpus_size if split == TRAIN else self.val_size
             spec = corpus.Spec(
-                self.seed, split, self.sample_rate, self.clip_length, size, noises if self.families else 0,
-                tuple(self.families), self.p_modulate, self.p_reverb,
-            )  # fmt: skip
+                self.seed,
+                split,
+                self.sample_rate,
+                self.clip_length,
+                size,
+                noises if self.families else 0,
+                tuple(self.families),
+                self.p_modulate,
+                self.p_reverb,
+            )
             self._corpora[split] = corpus.corpus(spec, self.cache_dir)
         return self._corpora[split]
 

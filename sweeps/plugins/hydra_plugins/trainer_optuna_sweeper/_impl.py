@@ -211,8 +211,13 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             self.sampler.reseed_rng()  # a resumed sampler must not replay the first invocation's draws
         log.info(
             "study %r in %s: %d of %d trials done, sampler %s, directions %s",
-            study.study_name, self.storage, done, self.n_trials, type(self.sampler).__name__, directions,
-        )  # fmt: skip
+            study.study_name,
+            self.storage,
+            done,
+            self.n_trials,
+            type(self.sampler).__name__,
+            directions,
+        )
         failures = 0
         while True:
             slots = min(self.n_jobs, self.n_trials - self._in_budget(study))

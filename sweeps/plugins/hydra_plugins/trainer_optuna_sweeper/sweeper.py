@@ -50,9 +50,21 @@ class TrainerOptunaSweeper(Sweeper):
     """The Hydra-facing plugin class (hydra.sweeper._target_)."""
 
     def __init__(
-        self, sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, search_space,
-        custom_search_space, params, heartbeat_interval, grace_period, max_duplicate_draws,
-    ) -> None:  # fmt: skip
+        self,
+        sampler,
+        direction,
+        storage,
+        study_name,
+        n_trials,
+        n_jobs,
+        max_failure_rate,
+        search_space,
+        custom_search_space,
+        params,
+        heartbeat_interval,
+        grace_period,
+        max_duplicate_draws,
+    ) -> None:
         if storage is None or study_name is None:
             raise ValueError(
                 "hydra.sweeper.storage and hydra.sweeper.study_name must be set: a study has to persist to resume"
@@ -60,10 +72,20 @@ class TrainerOptunaSweeper(Sweeper):
         from hydra_plugins.trainer_optuna_sweeper._impl import ResilientSweeperImpl
 
         self.sweeper = ResilientSweeperImpl(
-            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, search_space,
-            custom_search_space, params,
-            heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_duplicate_draws=max_duplicate_draws,
-        )  # fmt: skip
+            sampler,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            search_space,
+            custom_search_space,
+            params,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_duplicate_draws=max_duplicate_draws,
+        )
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -16,6 +16,24 @@ TIME_PARTS = ("startup", "build", "datasets", "steps", "data", "validation", "sl
 
 
 @dataclass
+class Speed:
+    """Throughput bookkeeping, carried in checkpoints so that it sums over resumes."""
+
+    seconds: dict[str, float] = field(default_factory=dict)  # TIME_PARTS: host wall time by part
+    loop_start_unix: float | None = None  # start-up ends here (the latest process's)
+    first_step_unix: float | None = None  # its first batch was ready
+    warmup_seconds: float | None = None  # from the loop's start to the end of its warm-up steps
+    window_step_ms: list[float] = field(default_factory=list)  # steady-state log windows only
+    window_data_wait: list[float] = field(default_factory=list)
+    time_to_target: float | None = None  # train_seconds when the target metric was first reached
+    steps_to_target: int | None = None
+    peak_memory_mb: float | None = None
+
+    def spend(self, part: str, seconds: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + seconds
+
+
+@dataclass
 class RunState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
@@ -26,9 +44,7 @@ class RunState:
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per validation
     train_seconds: float = 0.0  # wall time in training and validation, summed over resumes
-    # throughput bookkeeping: warmup_seconds, window_step_ms / window_data_wait (steady
-    # windows), time_to_target / steps_to_target
-    speed: dict[str, Any] = field(default_factory=dict)
+    speed: Speed = field(default_factory=Speed)
 
     @property
     def finished(self) -> bool:
@@ -40,7 +56,7 @@ class RunState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunState:
-        return cls(**{**d, "status": Status(d["status"])})
+        return cls(**{**d, "status": Status(d["status"]), "speed": Speed(**d.get("speed", {}))})
 
 
 def _jsonable(obj: Any) -> Any:
