@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,6 +90,31 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def tiny(*overrides: str):
+    """The real config with the TINY job, plus a test's own overrides."""
+    return compose_cfg(*TINY, *overrides)
+
+
+def summary_json(run_dir: Path) -> dict:
+    """A run's summary.json exactly as on disk (plain JSON: `status` a string, inf as "inf")."""
+    path = Path(run_dir) / "summary.json"
+    assert path.is_file(), f"{path}: no summary written"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """Run the TINY job (plus overrides) in this process; returns (run dir, summary.json)."""
+    from trainer.run import run
+
+    def go(*overrides: str, name: str = "run") -> tuple[Path, dict]:
+        run_dir = tmp_path / name
+        run(tiny(*overrides), run_dir)
+        return run_dir, summary_json(run_dir)
+
+    return go
+
+
 def cli(*args: str, timeout: float = 300, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m trainer ...` from the repo root, as a user would (in `env`, default ours)."""
     env = {**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": THREADS}
@@ -125,7 +151,7 @@ scalars = read_scalars  # all scalar series of a TensorBoard writer's directory
 
 @pytest.fixture
 def tiny_cfg():
-    return lambda *extra: compose_cfg(*TINY, *extra)
+    return tiny
 
 
 def use_bf16_lstm(path: str, monkeypatch) -> None:

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from losses import ClippingPenalty, L1Loss, LoudnessNormalized
 from losses.level import loudness
 from models.lstm import LSTMEnhancer
-from tests.conftest import TINY, before_and_after_one_epoch, cli, compose_cfg
+from tests.conftest import TINY, before_and_after_one_epoch, cli, compose_cfg, tiny
 from trainer import metrics as M
 from trainer.run import assemble
 from trainer.tasks import Denoise, SuperResolution
@@ -76,7 +76,7 @@ def test_val_writer_gets_audio_and_spectrograms_train_writer_none(tmp_path):
 
 
 def test_slow_metrics_follow_their_cadence_and_subset():
-    cfg = compose_cfg(*TINY, "data.segment_seconds=0.5", "trainer.validation.slow_examples=3")
+    cfg = tiny("data.segment_seconds=0.5", "trainer.validation.slow_examples=3")
     parts = assemble(cfg)
     metrics, kept = validate(parts, slow_examples=3, keep=2)
     assert {"stoi", "estoi"} <= set(metrics) and len(kept) == 2

@@ -233,11 +233,11 @@ def test_augmented_batched_fetch_equals_per_item_fetch():
 
 
 def test_augment_group_reaches_training_batches_only():
-    from tests.conftest import TINY, compose_cfg
+    from tests.conftest import tiny
     from trainer.run import assemble
 
     def first_batches(*overrides):
-        parts = assemble(compose_cfg(*TINY, *overrides))
+        parts = assemble(tiny(*overrides))
         parts.feed.sampler.set_position(1, 0)
         train = next(iter(parts.feed.train_loader))
         return train, next(iter(parts.feed.valid_loader))

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from tests.conftest import TINY, cli, compose_cfg, scalars
+from tests.conftest import TINY, cli, scalars, summary_json, tiny
 from trainer.run import assemble, run
 
 TRAIN_TAGS = {
@@ -36,7 +36,7 @@ def test_run_writes_tensorboard_checkpoints_history_and_summary(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
     assert [h["si_sdr"] for h in history] == [v for _, v in val["metrics/si_sdr"]]
 
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = summary_json(run_dir)
     assert summary["status"] == "completed" and summary["steps"] == 6
     assert summary["objective"] == max(h["si_sdr"] for h in history) == summary["best"]
 
@@ -53,7 +53,7 @@ def test_run_writes_tensorboard_checkpoints_history_and_summary(tmp_path):
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert {"model", "optimizer", "schedule", "scaler", "state", "rng", "config"} <= set(last)
     assert last["state"]["step"] == 6 and last["state"]["history"] == history
-    model = assemble(compose_cfg(*TINY)).network.raw
+    model = assemble(tiny()).network.raw
     model.load_state_dict(last["model"])
     assert best["state"]["best_epoch"] == summary["best_epoch"]
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
@@ -71,13 +71,13 @@ def test_multirun_job_dirs_are_named_from_swept_choices(tmp_path):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["optim=adamw", "optim=sgd"]
     for job in jobs:
-        assert json.loads((sweep / job / "summary.json").read_text())["status"] == "completed"
+        assert summary_json(sweep / job)["status"] == "completed"
         assert (sweep / job / "tb" / "train").is_dir() and (sweep / job / "tb" / "val").is_dir()
 
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     run_dir = tmp_path / "run"
-    run(compose_cfg(*TINY, "trainer.epochs=1"), run_dir)  # in this process: only the refusal needs the CLI
+    run(tiny("trainer.epochs=1"), run_dir)  # in this process: only the refusal needs the CLI
     proc = cli(*TINY, "trainer.epochs=1", "optim.lr=0.5", f"hydra.run.dir={run_dir}")
     assert proc.returncode != 0
     assert "optim.lr" in proc.stderr and "different config" in proc.stderr
@@ -85,10 +85,10 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
 
 def test_resume_from_another_runs_checkpoint_and_train_longer(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    run(compose_cfg(*TINY, "trainer.epochs=1"), first)
+    run(tiny("trainer.epochs=1"), first)
     cli(*TINY, "trainer.epochs=2", f"resume={first}/checkpoints/last.pt", f"hydra.run.dir={second}", check=True)
     h1 = json.loads((first / "history.json").read_text())
     h2 = json.loads((second / "history.json").read_text())
     assert len(h1) == 1 and len(h2) == 2 and h2[0] == h1[0]
     assert [s for s, _ in scalars(second / "tb" / "train")["loss/total"]] == [4, 5, 6]
-    assert json.loads((first / "summary.json").read_text())["steps"] == 3  # the source is untouched
+    assert summary_json(first)["steps"] == 3  # the source is untouched

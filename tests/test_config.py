@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import TINY, TINY_TRANSDUCER, cli, compose_cfg, options
+from tests.conftest import TINY, TINY_TRANSDUCER, cli, compose_cfg, options, tiny
 from trainer import config
 from trainer.config import ConfigError, validate
 from trainer.engine import train_step
@@ -37,7 +37,7 @@ def test_option_composes_builds_and_steps(group, option):
 
 @pytest.mark.parametrize("option", options("compile"))
 def test_compile_option_builds(option):
-    cfg = compose_cfg(*TINY, f"compile={option}")
+    cfg = tiny(f"compile={option}")
     parts = assemble(cfg)
     compiled = option != "none"
     assert (parts.network.trained is not parts.network.raw) == compiled
@@ -47,11 +47,11 @@ def test_compile_option_builds(option):
 def test_conv_before_batchnorm_has_no_bias():
     from torch import nn
 
-    model = assemble(compose_cfg(*TINY, "model=conv")).network.raw
+    model = assemble(tiny("model=conv")).network.raw
     pairs = [(a, b) for seq in model.modules() if isinstance(seq, nn.Sequential) for a, b in zip(seq, list(seq)[1:])]
     conv_bn = [a for a, b in pairs if isinstance(b, nn.BatchNorm1d)]
     assert conv_bn and all(c.bias is None for c in conv_bn)
-    kept = assemble(compose_cfg(*TINY, "model=conv", "model.bias_before_norm=true")).network.raw
+    kept = assemble(tiny("model=conv", "model.bias_before_norm=true")).network.raw
     assert sum(p.numel() for p in kept.parameters()) > sum(p.numel() for p in model.parameters())
 
 
@@ -77,14 +77,14 @@ def test_bad_override_rejected_before_anything_is_written(tmp_path, override, ne
 
 
 def test_validate_names_unknown_target_argument():
-    cfg = compose_cfg(*TINY, "+model.widht=3")
+    cfg = tiny("+model.widht=3")
     with pytest.raises(ConfigError, match=r"model\.widht"):
         validate(cfg)
 
 
 def test_fp16_requires_scaler():
     with pytest.raises(ConfigError, match="grad_scaler"):
-        validate(compose_cfg(*TINY, "precision=amp_fp16", "precision.grad_scaler=false"))
+        validate(tiny("precision=amp_fp16", "precision.grad_scaler=false"))
 
 
 def test_defaults():
@@ -92,3 +92,19 @@ def test_defaults():
     assert cfg.task._target_.endswith("Denoise") and cfg.model._target_.endswith("LSTMEnhancer")
     assert cfg.data._target_.endswith("SyntheticSpeech")
     assert cfg.precision.dtype.value == "float32" and not cfg.compile.enabled
+
+
+def test_every_data_source_implements_the_protocol_and_anything_else_is_refused():
+    from omegaconf import OmegaConf
+
+    from trainer.build import build_data
+    from trainer.data.folder import FolderMix, FolderPairs
+    from trainer.data.source import DataSource
+    from trainer.data.synthetic import SyntheticSpeech
+    from trainer.data.tokens import SyntheticTokens
+
+    for cls in (SyntheticSpeech, SyntheticTokens, FolderPairs, FolderMix):
+        assert all(hasattr(cls, name) for name in ("train", "valid", "infinite")), cls
+    assert isinstance(build_data(tiny().data), DataSource)
+    with pytest.raises(ConfigError, match=r"data._target_=collections.OrderedDict: a OrderedDict is not a data source"):
+        build_data(OmegaConf.create({"_target_": "collections.OrderedDict"}))

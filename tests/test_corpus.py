@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY, cli
+from tests.conftest import ROOT, TINY, cli, summary_json
 from trainer.data import corpus
 from trainer.data.synthetic import SyntheticSpeech
 
@@ -212,6 +212,6 @@ def test_a_multirun_renders_once_and_its_relaunch_reads_the_cache(tmp_path):
     assert "rendered the" not in log and log.count("read the training corpus from the cache") == 1
     # the cache changes no result: the same objective in both launches
     for name in ("optim=adamw", "optim=sgd", "optim=adam"):
-        a = json.loads((tmp_path / "one" / name / "summary.json").read_text())
-        b = json.loads((tmp_path / "two" / name / "summary.json").read_text())
+        a = summary_json(tmp_path / "one" / name)
+        b = summary_json(tmp_path / "two" / name)
         assert a["status"] == b["status"] == "completed" and a["objective"] == b["objective"], name

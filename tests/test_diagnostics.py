@@ -4,14 +4,13 @@ of a real run."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import TINY, cli, compose_cfg, scalars
+from tests.conftest import TINY, cli, compose_cfg, scalars, summary_json, tiny
 from trainer.config import DiagnosticsConfig
 from trainer.diagnostics import GradientDiagnostics, layer_groups, term_contributions
 
@@ -138,7 +137,7 @@ def test_training_run_logs_terms_layers_ratios_and_histograms(tmp_path):
 def test_anomaly_mode_names_the_op_that_made_the_nan(tmp_path):
     base = [*TINY, "trainer.epochs=1", "model._target_=tests.helpers.NaNBackward"]
     cli(*base, "debug.detect_anomaly=true", f"hydra.run.dir={tmp_path / 'debug'}", timeout=300)
-    reason = json.loads((tmp_path / "debug" / "summary.json").read_text())["reason"]
+    reason = summary_json(tmp_path / "debug")["reason"]
     assert "SqrtBackward0" in reason and "nan" in reason.lower(), reason
     # off: the loop only sees a diverged run
     from tests.helpers import train_quietly
@@ -153,4 +152,4 @@ def test_bad_diagnostics_settings_are_refused_by_name():
     from trainer.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="trainer.diagnostics.layers_every"):
-        validate(compose_cfg(*TINY, "trainer.diagnostics.layers_every=-1"))
+        validate(tiny("trainer.diagnostics.layers_every=-1"))

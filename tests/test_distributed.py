@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, compose_cfg, scalars
+from tests.conftest import ROOT, TINY, compose_cfg, scalars, summary_json
 from trainer.data.loader import EpochSampler, train_loader, valid_loader
 
 pytest.importorskip("torch.distributed.run")
@@ -65,7 +65,7 @@ def test_torchrun_two_ranks_equal_one_process_stop_together_and_resume(tmp_path)
     code, out = _torchrun(*DDP, f"hydra.run.dir={tmp_path}/runs/" + "${now:%H-%M-%S-%f}", signal_rank_at_step=5)
     assert code != 0, out[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()  # one run directory for both ranks
-    stopped = json.loads((run_dir / "summary.json").read_text())
+    stopped = summary_json(run_dir)
     assert stopped["status"] == "interrupted", out[-3000:]
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert last["state"]["step"] == stopped["steps"] >= 5
@@ -73,7 +73,7 @@ def test_torchrun_two_ranks_equal_one_process_stop_together_and_resume(tmp_path)
     code, out = _torchrun(*DDP, f"hydra.run.dir={run_dir}")
     assert code == 0, out[-3000:]
     assert "resumed from" in out
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = summary_json(run_dir)
     assert summary["status"] == "completed" and summary["steps"] == 12
 
     # same steps, same losses (float tolerance: the gradient mean is summed in another order)

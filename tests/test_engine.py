@@ -12,12 +12,22 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, THREADS, TINY, before_and_after_one_epoch, cli, compose_cfg, scalars
+from tests.conftest import (
+    ROOT,
+    THREADS,
+    TINY,
+    before_and_after_one_epoch,
+    cli,
+    compose_cfg,
+    scalars,
+    summary_json,
+    tiny,
+)
 
 
 @pytest.mark.parametrize("model", ["conv", "lstm"])
 def test_short_run_lowers_validation_loss(model):
-    cfg = compose_cfg(*TINY, f"model={model}", "model.hidden=16", "trainer.batch_size=8", "trainer.steps_per_epoch=40")
+    cfg = tiny(f"model={model}", "model.hidden=16", "trainer.batch_size=8", "trainer.steps_per_epoch=40")
     before, after = before_and_after_one_epoch(cfg)
     assert after["loss/total"] < before["loss/total"] - 1.0, (before, after)  # SI-SDR loss, in dB
     assert after["si_sdri"] > before["si_sdri"]
@@ -83,7 +93,7 @@ def test_sigkill_and_resume_reproduces_every_step(tmp_path):
     # written at that step, the summary says so, the exit status is 128 + 15
     stopped = tmp_path / "sigterm"
     assert _kill_at_step(stopped, 5, signal.SIGTERM) == 143
-    summary = json.loads((stopped / "summary.json").read_text())
+    summary = summary_json(stopped)
     assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
     step = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)["state"]["step"]
     assert step >= 5 and summary["steps"] == step
@@ -94,7 +104,7 @@ def test_sigkill_and_resume_reproduces_every_step(tmp_path):
 def test_ctrl_c_saves_and_exits_130(tmp_path):
     run = tmp_path / "run"
     assert _kill_at_step(run, 3, signal.SIGINT) == 130
-    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert summary_json(run)["status"] == "interrupted"
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] >= 3
 
 
@@ -107,7 +117,7 @@ def test_non_finite_loss_stops_the_run_as_diverged(tmp_path):
         f"hydra.run.dir={run_dir}",
         check=True,
     )
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = summary_json(run_dir)
     assert summary["status"] == "diverged"
     assert "non-finite" in summary["reason"] and "step 5" in summary["reason"]
     assert summary["objective"] == "-inf"  # never NaN; the worst value for a max metric

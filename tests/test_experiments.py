@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import ROOT, THREADS, cli
+from tests.conftest import ROOT, THREADS, cli, summary_json
 from trainer.checkpoint import load
 
 # conv depth 3 with stride 4 needs >= 64 samples; everything else as small as it goes
@@ -61,7 +61,7 @@ def test_voicebank_recipe_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("VOICEBANK_DEMAND", str(tmp_path / "vbd"))
     run = tmp_path / "run"
     cli("+experiment=voicebank_demand", *SMALL, f"hydra.run.dir={run}", check=True)
-    summary = json.loads((run / "summary.json").read_text())
+    summary = summary_json(run)
     assert summary["status"] == "completed" and summary["monitor"] == "si_sdr"
     config = load(run / "checkpoints" / "best.pt")["config"]  # the recipe's choices reached the run
     assert config["data"]["_target_"].endswith("FolderPairs") and config["model"]["_target_"] == "models.ConvUNet"

@@ -8,7 +8,6 @@ exactly as such a CPU does; the float32 path is also forced in-process on every 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch import nn
 
 from models import ConvUNet, LSTMEnhancer, LSTMStack, Transducer, kernels
 from models.lstm import recurrence_dtype
-from tests.conftest import CPU_PRECISIONS, TINY, cli, compose_cfg, options, use_bf16_lstm
+from tests.conftest import CPU_PRECISIONS, TINY, cli, options, summary_json, tiny, use_bf16_lstm
 from trainer.build import build_loss
 
 
@@ -174,7 +173,7 @@ def test_every_model_under_every_cpu_precision_matches_float32(name, cpu_precisi
 @pytest.mark.parametrize("option", [o for o in options("loss") if o != "rnnt"])  # rnnt: with the transducer above
 @pytest.mark.parametrize("cpu_precision", ["bf16-float32", "fp16"], indirect=True)
 def test_every_loss_under_autocast_matches_float32(option, cpu_precision):
-    loss = build_loss(compose_cfg(*TINY, f"loss={option}").loss)
+    loss = build_loss(tiny(f"loss={option}").loss)
     gen = torch.Generator().manual_seed(0)
     target = torch.randn(2, 8000, generator=gen) * 0.1
     estimate = (target + 0.05 * torch.randn(2, 8000, generator=gen)).requires_grad_()
@@ -199,21 +198,17 @@ def test_a_cpu_without_native_bf16_trains_bf16_end_to_end(tmp_path):
     )
     log = proc.stdout + proc.stderr
     assert log.count("bf16 LSTM not supported by this CPU's oneDNN: recurrence in float32") == 1
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = summary_json(run_dir)
     assert summary["status"] == "completed"
     assert summary["precision_paths"] == {"lstm": "float32: bf16 LSTM not supported by this CPU's oneDNN"}
 
 
 @pytest.mark.parametrize("path", ["float32", "native"])
-def test_summary_records_which_lstm_path_ran(tmp_path, monkeypatch, path):
-    from trainer.run import run
-
+def test_summary_records_which_lstm_path_ran(tiny_run, monkeypatch, path):
     use_bf16_lstm(path, monkeypatch)
-    run(compose_cfg(*TINY, "precision=amp_bf16"), tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    _, summary = tiny_run("precision=amp_bf16")
     assert summary["status"] == "completed"
     assert summary["precision_paths"]["lstm"].startswith("float32: " if path == "float32" else "bfloat16: ")
     kernels.reset()
-    fp32 = tmp_path / "fp32"
-    run(compose_cfg(*TINY), fp32)
-    assert json.loads((fp32 / "summary.json").read_text())["precision_paths"] == {}  # no autocast: nothing to say
+    _, fp32 = tiny_run(name="fp32")
+    assert fp32["precision_paths"] == {}  # no autocast: nothing to say

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, cli, compose_cfg
+from tests.conftest import ROOT, TINY, cli, compose_cfg, summary_json, tiny
 from tests.helpers import poison_step, train_quietly
 from trainer.engine import train_step
 from trainer.placement import ISA_CAPS, ShapeGuard, isolate_compile_cache
@@ -71,7 +71,7 @@ def test_report_survives_failed_and_unfinished_jobs(tmp_path):
 def test_summary_records_speed_memory_target_and_environment(tmp_path):
     run_dir = tmp_path / "run"
     cli(*SWEEP_TINY, "trainer.target=-100", f"hydra.run.dir={run_dir}", check=True)
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = summary_json(run_dir)
     for key in ("samples_per_s", "step_ms", "data_wait", "warmup_seconds", "compile_seconds", "peak_memory_mb"):
         assert isinstance(s[key], float) and s[key] >= 0, key
     assert s["time_to_target"] > 0 and s["steps_to_target"] == 6  # reached at the first validation
@@ -89,7 +89,7 @@ def test_summary_records_speed_memory_target_and_environment(tmp_path):
 
 
 def test_fp16_skipped_step_does_not_advance_the_schedule(tmp_path):
-    cfg = compose_cfg(*TINY, "precision=amp_fp16", "trainer.epochs=1", "trainer.steps_per_epoch=5")
+    cfg = tiny("precision=amp_fp16", "trainer.epochs=1", "trainer.steps_per_epoch=5")
     parts = assemble(cfg)
     poison_step(parts, 2)
     state = train_quietly(parts, cfg.trainer, tmp_path)
@@ -175,7 +175,7 @@ def test_compiled_model_trains_on_cpu(tmp_path):
         check=True,
         timeout=600,
     )
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = summary_json(run_dir)
     assert s["status"] == "completed" and s["warmup_seconds"] > 1.0  # inductor compiled during warm-up
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in last["model"])  # checkpoints hold the plain model
@@ -198,5 +198,5 @@ def test_cuda_precision_and_cuda_graphs(tmp_path, precision, compile_mode):
         check=True,
         timeout=600,
     )
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = summary_json(run_dir)
     assert s["status"] == "completed" and s["peak_memory_mb"] > 0

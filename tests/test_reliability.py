@@ -4,7 +4,6 @@ gradients end the run as documented."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import resource
@@ -14,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, THREADS, TINY, cli, compose_cfg
+from tests.conftest import ROOT, THREADS, TINY, cli, compose_cfg, summary_json, tiny
 from tests.helpers import poison_step, train_quietly
 from trainer.checkpoint import Checkpointer, CheckpointError, atomic_write, load, restore
 from trainer.engine import train
@@ -148,7 +147,7 @@ def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
         load(raw)
     assert not mark.exists(), "the payload ran"
 
-    parts = assemble(compose_cfg(*TINY))
+    parts = assemble(tiny())
     good = tmp_path / "good.pt"
     from trainer.checkpoint import snapshot
 
@@ -159,7 +158,7 @@ def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated.pt: truncated or corrupt"):
         load(truncated)
-    other = assemble(compose_cfg(*TINY, "model=conv"))
+    other = assemble(tiny("model=conv"))
     with pytest.raises(CheckpointError, match="does not match this model"):
         restore(
             load(good),
@@ -212,7 +211,7 @@ def test_file_size_limit_during_a_run_exits_non_zero_keeping_last(tmp_path):
     assert f"could not write {run_dir / 'checkpoints' / 'last.pt'}" in proc.stderr
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before  # the epoch-1 state, intact
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert summary_json(run_dir)["status"] == "failed"
 
 
 KILLER = """
@@ -252,7 +251,7 @@ def test_kill_during_saves_always_leaves_a_loadable_last(tmp_path):
 
 
 def test_inf_gradient_ends_an_fp32_run_as_diverged(tmp_path):
-    cfg = compose_cfg(*TINY, "trainer.epochs=1", "trainer.steps_per_epoch=4")
+    cfg = tiny("trainer.epochs=1", "trainer.steps_per_epoch=4")
     parts = assemble(cfg)
     poison_step(parts, 2)
     state = train_quietly(parts, cfg.trainer, tmp_path)
@@ -271,11 +270,7 @@ def test_one_failing_job_does_not_take_the_multirun_down(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0  # the sweep says something failed...
-    statuses = {
-        job.name: json.loads((job / "summary.json").read_text())["status"]
-        for job in sweep.iterdir()
-        if (job / "summary.json").exists()
-    }
+    statuses = {job.name: summary_json(job)["status"] for job in sweep.iterdir() if (job / "summary.json").exists()}
     # ...after the other jobs ran to the end and kept their results
     assert statuses == {"model.hidden=4": "completed", "model.hidden=5": "failed", "model.hidden=6": "completed"}
     for ok in ("model.hidden=4", "model.hidden=6"):

@@ -3,7 +3,6 @@ pruning, parallel workers on SQLite and PostgreSQL, reports."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, THREADS, cli
+from tests.conftest import ROOT, THREADS, cli, summary_json
 
 optuna = pytest.importorskip("optuna")
 
@@ -72,9 +71,7 @@ def test_rerun_continues_the_study_without_repeating_or_overwriting(tmp_path):
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(params)) == 4  # the resumed sampler did not replay earlier draws
     for t in study.trials:  # each trial knows its run directory, and it holds that trial
-        assert json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())["objective"] == pytest.approx(
-            t.value
-        )
+        assert summary_json(Path(t.user_attrs["run_dir"]))["objective"] == pytest.approx(t.value)
     _study_report_renders(tmp_path, "resume", trials=4)
 
 
@@ -149,9 +146,7 @@ def test_crashing_and_diverging_trials_fail_with_reasons_while_the_sweep_finishe
     assert by_mode["ok"].state.name == "COMPLETE"
     assert by_mode["raise"].state.name == "FAIL" and "RuntimeError: flaky" in by_mode["raise"].user_attrs["reason"]
     assert by_mode["diverge"].state.name == "FAIL" and "non-finite" in by_mode["diverge"].user_attrs["reason"]
-    summaries = {
-        m: json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text()) for m, t in by_mode.items()
-    }
+    summaries = {m: summary_json(Path(t.user_attrs["run_dir"])) for m, t in by_mode.items()}
     assert summaries["raise"]["status"] == "failed" and summaries["diverge"]["status"] == "diverged"
     assert all(t.value is None or t.value == t.value for t in by_mode.values())  # no NaN in the study
 
@@ -185,7 +180,7 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path):
     trials = load(tmp_path, "prune").trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     for t in trials:
-        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        summary = summary_json(Path(t.user_attrs["run_dir"]))
         assert summary["status"] == "pruned" and summary["epochs"] == 1 and "pruned" in summary["reason"]
         assert list(t.intermediate_values) == [1]  # the first validation was reported, then it stopped
 
@@ -236,7 +231,7 @@ def _check_shared_study(tmp: Path, study_name: str, storage: str, trials: int = 
         f"trial_{t.number:04d}" for t in sorted(counted, key=lambda t: t.number)
     ]
     for t in counted:
-        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        summary = summary_json(Path(t.user_attrs["run_dir"]))
         assert summary["status"] == ("pruned" if t.state.name == "PRUNED" else "completed")
         if t.state.name == "COMPLETE":
             assert summary["objective"] == pytest.approx(t.value)

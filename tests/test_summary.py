@@ -6,7 +6,6 @@ import json
 
 import torch
 
-from tests.conftest import TINY, compose_cfg
 from trainer import summary
 from trainer.run_state import RunState
 from trainer.status import Status
@@ -23,11 +22,10 @@ def test_status_is_its_value_in_json_logs_and_checkpoints(tmp_path):
     assert back.status is Status.INTERRUPTED and not back.finished
 
 
-def test_a_written_summary_reads_back_and_a_damaged_one_reads_as_none(tmp_path):
-    from trainer.run import run
-
-    run(compose_cfg(*TINY, "trainer.epochs=1"), tmp_path / "run")
-    s = summary.read(tmp_path / "run")
+def test_a_written_summary_reads_back_and_a_damaged_one_reads_as_none(tmp_path, tiny_run):
+    run_dir, on_disk = tiny_run("trainer.epochs=1")
+    assert run_dir == tmp_path / "run" and on_disk["status"] == "completed"
+    s = summary.read(run_dir)
     assert s["status"] is Status.COMPLETED and s["epochs"] == 1 and s["steps"] == 3
     assert set(s) <= set(summary.Summary.__annotations__), set(s) - set(summary.Summary.__annotations__)  # typed keys
     assert json.loads((tmp_path / "run" / summary.FILE).read_text())["status"] == "completed"

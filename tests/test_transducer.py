@@ -12,7 +12,7 @@ import torch
 
 from losses import RNNTLoss
 from models.transducer import Transducer, TransducerOutput, greedy_decode
-from tests.conftest import CPU_PRECISIONS, before_and_after_one_epoch, cli, compose_cfg, scalars
+from tests.conftest import CPU_PRECISIONS, before_and_after_one_epoch, cli, compose_cfg, scalars, summary_json
 from trainer.data.tokens import SyntheticTokens, token_table
 from trainer.tasks import TokenRecognition
 
@@ -165,7 +165,7 @@ def test_transducer_cli_run_logs_error_rates_and_decoded_text(tmp_path):
         check=True,
         timeout=300,
     )
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = summary_json(run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     assert summary["status"] == "completed" and summary["monitor"] == "ter" and summary["mode"] == "min"
     assert all(0 <= h["ter"] <= 1.5 and h["ter"] == pytest.approx(h["token_errors"] / h["ref_tokens"]) for h in history)

@@ -11,6 +11,8 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 
+from trainer.config import ConfigError
+from trainer.data.source import DataSource
 from trainer.schedules import Schedule
 from trainer.tasks import Task
 
@@ -19,9 +21,15 @@ def build_task(cfg: DictConfig) -> Task:
     return instantiate(cfg)
 
 
-def build_data(cfg: DictConfig):
-    """A source with `train()` and `valid()` datasets, `sample_rate` and `infinite`."""
-    return instantiate(cfg)
+def build_data(cfg: DictConfig) -> DataSource:
+    """A `DataSource` (trainer/data/source.py): `train()`, `valid()`, `sample_rate`, `infinite`."""
+    source = instantiate(cfg)
+    if not isinstance(source, DataSource):
+        raise ConfigError(
+            f"data._target_={cfg.get('_target_')}: a {type(source).__name__} is not a data source "
+            "(it needs train(), valid(), sample_rate and infinite; trainer/data/source.py)"
+        )
+    return source
 
 
 def build_augment(cfg: DictConfig):
