@@ -57,6 +57,9 @@ torch.set_num_threads(int(THREADS))
 # Rendered corpora go to a folder of this test process, never to the checkout's outputs/
 # (CLI runs inherit it; tests of the cache pass their own folder).
 os.environ["TRAINER_CACHE_DIR"] = tempfile.mkdtemp(prefix="trainer-test-cache-")
+# Runs (and the runs index) that a test does not place itself go to a folder of this test
+# process too: a developer's own outputs/ must never be found as an existing experiment.
+os.environ["TRAINER_OUTPUTS"] = tempfile.mkdtemp(prefix="trainer-test-outputs-")
 
 
 # The longest tests (pytest --durations), started first: with one worker per core, a long

@@ -182,6 +182,11 @@ class Config:
     profile: bool = False  # record a torch.profiler trace (schedule in `profiler`); no cost when off
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    # Where runs, multiruns and the runs index live (conf/config.yaml: $TRAINER_OUTPUTS or outputs).
+    outputs: str = "outputs"
+    # A relaunched sweep skips experiments that failed or diverged; true runs them again,
+    # each in a fresh folder (trainer/experiments.py).
+    retry_failed: bool = False
 
 
 _INSTANTIATE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -195,20 +200,24 @@ GROUPS = (*COMPONENT_GROUPS, "precision", "compile")
 # Settings that change where or how visibly a run happens, not what it computes: they do
 # not change a run's directory name (conf/config.yaml `exclude_keys`, through the
 # `result_neutral` resolver) and may differ when a checkpoint is resumed (checkpoint.py).
-RESULT_NEUTRAL = ("resume", "trainer.device", "trainer.num_workers", "trainer.progress", "data.cache_dir")
+# They are also left out of an experiment's identity (trainer/identity.py).
+RESULT_NEUTRAL = (
+    "resume", "trainer.device", "trainer.num_workers", "trainer.progress", "data.cache_dir", "outputs", "retry_failed",
+)  # fmt: skip
 
 
 def register() -> None:
     """Store the schemas and resolvers Hydra needs; idempotent, cheap, done before compose."""
     ConfigStore.instance().store(name="schema", node=Config)
-    # An empty override list would give an empty run-dir name.
-    OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
     # `${div:32,${trainer.batch_size}}`: sweep presets that hold a product constant
     OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b), replace=True)
     # `${plus:${data.vocab},1}`: the transducer's classes are the data's tokens plus blank
     OmegaConf.register_new_resolver("plus", lambda a, b: int(a) + int(b), replace=True)
     # `trial_${zfill:${optuna.trial_number},4}`: search job directories that sort
     OmegaConf.register_new_resolver("result_neutral", lambda: list(RESULT_NEUTRAL), replace=True)
+    from trainer.experiments import register_resolver
+
+    register_resolver()  # ${experiment_dir:...}: the folder of a job's experiment
     OmegaConf.register_new_resolver("zfill", lambda n, width: str(n).zfill(int(width)), replace=True)
     # The Optuna sweeper plugin lives in sweeps/plugins/hydra_plugins/; Hydra finds plugins in
     # the `hydra_plugins` namespace package, so that folder joins it (before Hydra scans).

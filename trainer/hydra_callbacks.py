@@ -71,7 +71,7 @@ class SummariseSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import atexit
 
-        if config.hydra.sweeper.get("_target_", "").endswith("BasicSweeper"):
+        if config.hydra.sweeper.get("_target_", "").endswith(("BasicSweeper", "ExperimentSweeper")):
             atexit.register(summarise, config.hydra.sweep.dir)
 
 
@@ -79,8 +79,9 @@ def summarise(sweep_dir: str) -> None:
     from pathlib import Path
 
     from trainer import summary
+    from trainer.sweep_manifest import members, shown
 
-    jobs = sorted(p.parent for p in Path(sweep_dir).glob("*/.hydra"))
+    jobs = members(sweep_dir)  # reused experiments live in other folders
     if not jobs:
         return
     rows, bad = [], 0
@@ -88,9 +89,12 @@ def summarise(sweep_dir: str) -> None:
         s = summary.read(job)
         if s is not None:
             status, reason, failed = str(s["status"]), s.get("reason") or "", s["status"].bad
+        elif not job.exists():
+            status, reason, failed = "not run", "the sweep ended before this job started", True
         else:
             status, reason, failed = "no summary", "the job ended before writing summary.json", True
         bad += failed
-        rows.append(f"  {status:13s} {job.name}" + (f"  ({reason})" if reason else ""))
+        name = job.name if job.parent == Path(sweep_dir) else shown(job)
+        rows.append(f"  {status:13s} {name}" + (f"  ({reason})" if reason else ""))
     head = f"multirun summary: {len(jobs)} jobs, {len(jobs) - bad} fine, {bad} failed or incomplete ({sweep_dir})"
     print("\n".join([head, *rows]), file=sys.stderr, flush=True)

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import distributed, placement, profiling, summary
+from trainer import distributed, identity, placement, profiling, summary
 from trainer.build import (
     build_augment,
     build_data,
@@ -34,9 +33,11 @@ from trainer.data.loader import train_loader, valid_loader
 from trainer.diagnostics import GradientDiagnostics
 from trainer.distributed import Dist
 from trainer.engine import Logs, train
+from trainer.identity import Experiment
 from trainer.loggers import NullLogger, Progress, TensorBoardLogger
 from trainer.parts import Feed, Optimization, Parts, Placement
 from trainer.placement import ShapeGuard, uses_cuda_graphs
+from trainer.provenance import collect as collect_provenance
 from trainer.run_state import RunState
 from trainer.signals import PREEMPT, GracefulStop, Interrupted
 from trainer.status import Status
@@ -151,9 +152,21 @@ def process_age() -> float | None:
 _FIRST_RUN = [True]  # jobs of a multirun share the process: only the first pays its start-up
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> float | tuple[float, ...]:
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    choices: dict[str, str] | None = None,
+    *,
+    experiment: Experiment | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> float | tuple[float, ...]:
+    """Train (or resume) the run in `run_dir`. A Hydra job comes through
+    `experiments.job`, which passes its identity and provenance; called directly (tests,
+    benchmarks), the folder's name is the alias."""
     validate(cfg)  # again here: a multirun job's own overrides are only known now
     run_dir = Path(run_dir)
+    experiment = experiment or identity.of(cfg, run_dir.name)
+    provenance = provenance or collect_provenance(run_dir)
     started = time.perf_counter()
     state, parts = RunState(), None
     main = Dist.from_env().main  # data-parallel: rank 0 alone writes the summary and tells Optuna
@@ -163,7 +176,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
 
     def finish(state: RunState, value: float) -> dict:
         """The one place summary.json is written (rank 0), whatever the run's end."""
-        outcome = summary.build(cfg, state, parts, value, started, versions())
+        outcome = summary.build(cfg, state, parts, value, started, experiment, provenance)
         if main:
             summary.write(run_dir, outcome)
         return outcome
@@ -281,18 +294,3 @@ def train_or_resume(cfg: DictConfig, run_dir: Path, parts: Parts, choices: dict[
     val_log.hparams(hparams(cfg, choices), {f"hparam/{task.monitor}": objective(state, task.worst())})
     val_log.close()
     return state
-
-
-def versions() -> dict[str, str | None]:
-    import hydra
-    import torchaudio
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchaudio": torchaudio.__version__,
-        "hydra": hydra.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
-    }

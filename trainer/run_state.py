@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import atomic_write
+from trainer.atomic import atomic_write
 from trainer.status import Status
 
 # Where a run's wall time goes (summary.json "seconds"), in the order it is spent.

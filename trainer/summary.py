@@ -50,6 +50,8 @@ class Summary(TypedDict, total=False):
     precision_paths: dict[str, str]
     device: str | None
     versions: dict[str, Any]
+    experiment: dict[str, Any]  # identity.Experiment: hash, group, alias, seed
+    provenance: dict[str, Any]  # provenance.collect: git, command, host, cpu, gpus, versions
 
 
 def read(run_dir: Path) -> Summary | None:
@@ -90,7 +92,7 @@ def speed(speed: Speed, samples_per_step: int, warmup_steps: int) -> dict[str, A
     return out
 
 
-def build(cfg, state, parts, value: float, started: float, versions: dict[str, Any]) -> Summary:
+def build(cfg, state, parts, value: float, started: float, experiment, provenance: dict[str, Any]) -> Summary:
     """summary.json of a run in `state` (`parts` is None when it failed before building)."""
     import torch
 
@@ -126,5 +128,7 @@ def build(cfg, state, parts, value: float, started: float, versions: dict[str, A
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
         if device
         else None,
-        "versions": versions,
+        "versions": provenance.get("versions", {}),
+        "experiment": experiment.to_dict(),
+        "provenance": provenance,
     }

@@ -1,0 +1,91 @@
+"""`hydra/sweeper=experiments` (the default): Hydra's basic sweeper, made to treat a sweep
+as a set of experiments.
+
+Before launching a batch it composes each job (which also validates it), works out the
+job's experiment and what exists of it (trainer/experiments.py `plan`), and launches only
+the new, unfinished and retried ones: a relaunched sweep trains what is missing,
+whatever the launcher (basic, joblib, submitit), because the jobs it skips never reach
+it. Jobs that are one experiment spelled twice run once. The plan is printed, and
+written to `<sweep dir>/sweep.json` before anything runs, so the sweep's report and the
+end-of-sweep summary list reused runs beside new ones.
+"""
+
+# No `from __future__ import annotations`: Hydra executes plugin modules before registering
+# them, and dataclasses then cannot resolve string annotations.
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentSweeperConf:
+    _target_: str = "hydra_plugins.trainer_experiment_sweeper.ExperimentSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="experiments", node=ExperimentSweeperConf, provider="audio-sweeps"
+)
+
+
+class ExperimentSweeper(BasicSweeper):
+    def _plan(self, overrides: List[str], index):
+        from trainer.experiments import plan_for
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        hydra_config = HydraConfig.instance()
+        before = hydra_config.cfg
+        hydra_config.set_config(cfg)  # the job's own `${hydra:...}` values, as its launch will see them
+        try:
+            return plan_for(cfg, str(cfg.hydra.sweep.dir), index)
+        finally:
+            if before is not None:
+                hydra_config.set_config(before)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from trainer.runs_index import RunsIndex
+        from trainer.sweep_manifest import report_plan, write_manifest
+
+        params_conf = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params_conf), self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        plans, returns, seen, job_idx = [], [], {}, 0
+        outputs = Path(str(self.config.outputs))
+        while not self.is_done():
+            batch = []
+            # one index refresh per batch: nothing this sweeper launched runs while it plans
+            index = RunsIndex(outputs).refresh() if outputs.is_dir() else None
+            for overrides in self.get_job_batch():
+                plan = self._plan(overrides, index)
+                exp = plan.experiment
+                if exp.hash in seen:  # `optim=adamw` and the default, say: one experiment
+                    log.info("%s is the same experiment as %s: it runs once", exp.alias, seen[exp.hash])
+                    continue
+                seen[exp.hash] = exp.alias
+                batch.append((plan, overrides))
+            if index is not None:
+                index.close()
+            plans += [plan for plan, _ in batch]
+            write_manifest(sweep_dir, plans)  # before launching: a report mid-sweep sees every row
+            report_plan(sweep_dir, [plan for plan, _ in batch])
+            launch = [overrides for plan, overrides in batch if plan.launched]
+            if launch:
+                results = self.launcher.launch(launch, initial_job_idx=job_idx)
+                for r in results:
+                    _ = r.return_value  # as the basic sweeper: a failed job's exception ends the sweep here
+                job_idx += len(launch)
+                returns.append(results)
+        return returns

@@ -1,0 +1,119 @@
+"""An experiment's identity: a hash of what it computes, and a name a person can read.
+
+The hash covers the resolved job config minus the result-neutral keys
+(`config.RESULT_NEUTRAL`: where and how visibly a run happens, not what it computes). So
+`python -m trainer optim=adamw` (the default, spelled out) and `python -m trainer` are one
+experiment, while any value that changes the computation, however it was reached, gives
+another. The alias is the override string Hydra builds (`optim=sgd,trainer.seed=1`); it
+names the run directory, TensorBoard's run and a report's row, but never decides
+identity: two different configs can share an alias, never a hash.
+
+The hash is taken over a type-tagged encoding, so that values which print alike but
+compute differently (1, 1.0, "1", true; a key "a.b" and a nested a: {b}) never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.config import RESULT_NEUTRAL
+
+SHORT = 10  # hex digits shown to people; the index and summary.json keep all 64
+SEED = "trainer.seed"
+
+
+def _tagged(value: Any) -> Any:
+    """A JSON tree in which every value carries its type: an injective encoding."""
+    if isinstance(value, dict):
+        items = [[_tagged(k), _tagged(v)] for k, v in value.items()]
+        return ["dict", sorted(items, key=lambda kv: json.dumps(kv[0]))]
+    if isinstance(value, (list, tuple)):
+        return ["list", [_tagged(v) for v in value]]
+    if value is None:
+        return ["none"]
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return ["bool", value]
+    if isinstance(value, int):
+        return ["int", str(value)]
+    if isinstance(value, float):
+        return ["float", repr(value)]  # repr round-trips, and spells nan and inf
+    if isinstance(value, str):
+        return ["str", value]
+    raise TypeError(f"cannot hash a config value of type {type(value).__name__}: {value!r}")
+
+
+def canonical(config: dict[str, Any]) -> str:
+    return json.dumps(_tagged(config), separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(config).encode()).hexdigest()
+
+
+def without(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `config` without the dotted `keys` (absent ones are ignored)."""
+    out = json.loads(json.dumps(config))  # a deep copy of plain data
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved job config (without the `hydra` node) as plain data."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    return OmegaConf.to_container(job, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    hash: str  # of the config minus the result-neutral keys
+    group: str  # the same minus the seed: repeats of one configuration share it
+    alias: str  # readable; not unique
+    seed: int | None
+
+    @property
+    def short(self) -> str:
+        return self.hash[:SHORT]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _follow_seed(raw: Any, resolved: Any) -> Any:
+    """`resolved` with every value that interpolates `trainer.seed` in `raw` (the unresolved
+    config: `data.seed: ${trainer.seed}`) replaced by a placeholder, so that repeats agree."""
+    if isinstance(raw, dict) and isinstance(resolved, dict):
+        return {k: _follow_seed(raw.get(k), v) for k, v in resolved.items()}
+    if isinstance(raw, list) and isinstance(resolved, list) and len(raw) == len(resolved):
+        return [_follow_seed(r, v) for r, v in zip(raw, resolved)]
+    return "<follows trainer.seed>" if isinstance(raw, str) and SEED in raw else resolved
+
+
+def of(cfg: DictConfig, alias: str) -> Experiment:
+    """The identity of a job config (Hydra's, or a composed one)."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    config = OmegaConf.to_container(job, resolve=True, enum_to_str=True)
+    raw = OmegaConf.to_container(job, resolve=False, enum_to_str=True)
+    core = without(config, RESULT_NEUTRAL)
+    return Experiment(
+        hash=digest(core),
+        group=digest(without(_follow_seed(raw, core), (SEED,))),
+        alias=alias or "default",
+        seed=(config.get("trainer") or {}).get("seed"),
+    )
+
+
+def alias_without_seed(alias: str) -> str:
+    """`optim=sgd,trainer.seed=2` -> `optim=sgd`: the label of a group of repeats."""
+    return re.sub(r"(^|,)[+~]*trainer\.seed=[^,]*", "", alias).lstrip(",") or "default"
