@@ -287,3 +287,59 @@ def test_missing_or_empty_folders_and_bad_values_name_the_key(tmp_path, pairs):
         FolderMix(clean, snr_db=[10, 0])
     with pytest.raises(ValueError, match=r"data\.valid_clean_dir"):
         FolderPairs(clean, noisy, valid_clean_dir=clean)
+
+
+def test_reverberation_keeps_input_and_target_aligned_and_the_target_early():
+    from trainer.data.mixing import reverberate
+
+    rng = np.random.default_rng(0)
+    speech = rng.standard_normal(4000).astype(np.float32)
+    rir = np.zeros(3000, np.float32)
+    rir[100], rir[100 + 1600] = 0.8, 0.5  # direct path after 100 samples, an echo 100 ms later
+    heard, early = reverberate(speech, rir, keep=800)  # 50 ms at 16 kHz
+    np.testing.assert_allclose(early, 0.8 * speech, atol=1e-5)  # the echo is past the early part
+    echo = np.concatenate([np.zeros(1600, np.float32), 0.5 * speech[:-1600]])
+    np.testing.assert_allclose(heard, 0.8 * speech + echo, atol=1e-5)  # aligned with the dry speech
+    _, direct = reverberate(speech, rir, keep=0)
+    np.testing.assert_allclose(direct, 0.8 * speech, atol=1e-5)
+
+
+def test_mix_with_rirs_reverberates_a_share_and_leaves_draws_without_them_unchanged(speech_noise, tmp_path):
+    speech, noise = speech_noise
+    rirs = tmp_path / "rirs"
+    for i in range(3):
+        h = np.zeros(2400)
+        h[20 * (i + 1)] = 1.0
+        h[1000:] = 0.3 * np.random.default_rng(i).standard_normal(1400) * np.exp(-np.arange(1400) / 300)
+        save(rirs / f"r{i}.wav", h)
+    dry = FolderMix(str(speech), str(noise), segment_seconds=SEG, seed=3)
+    none = FolderMix(str(speech), str(noise), segment_seconds=SEG, seed=3, rir_dir=str(rirs), rir_prob=0.0)
+    wet = FolderMix(str(speech), str(noise), segment_seconds=SEG, seed=3, rir_dir=str(rirs), rir_prob=1.0)
+    keys = list(range(12))
+    a, b, c = (ds.train().__getitems__(keys) for ds in (dry, none, wet))
+    assert all(same(x, y) for x, y in zip(a, b))  # rir_prob=0: every example exactly as without RIRs
+    changed = [not torch.allclose(x["noisy"], y["noisy"]) for x, y in zip(a, c)]
+    assert sum(changed) >= 10  # reverberated (a crop of silence may not change)
+    for x, y in zip(a, c):  # the early target of a delta-plus-late-tail RIR is the dry speech, same gain rules
+        ratio = (y["clean"] * x["clean"]).sum() / (x["clean"] * x["clean"]).sum().clamp_min(1e-12)
+        assert torch.allclose(y["clean"], ratio * x["clean"], atol=1e-4)
+    with pytest.raises(ValueError, match="data.rir_target"):
+        FolderMix(str(speech), str(noise), segment_seconds=SEG, rir_dir=str(rirs), rir_target="late")
+
+
+def test_a_file_changed_under_a_running_job_fails_its_read_by_name_or_is_skipped(speech_noise, caplog):
+    speech, noise = speech_noise
+    strict = FolderMix(str(speech), str(noise), segment_seconds=SEG, seed=1)
+    lenient = FolderMix(str(speech), str(noise), segment_seconds=SEG, seed=1, bad_files="skip")
+    victim = strict._train[0].path
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated after the scan
+    keys = list(range(2 * len(strict._train)))
+    with pytest.raises(AudioError, match=f"{victim.name}: (truncated|unreadable) \\(changed since it was scanned"):
+        strict.train().__getitems__(keys)
+    loader = DataLoader(strict.train(), batch_size=len(keys), num_workers=1)  # from a worker: re-raised, named
+    with pytest.raises(AudioError, match=victim.name):
+        next(iter(loader))
+    with caplog.at_level(logging.WARNING, logger="trainer"):
+        items = lenient.train().__getitems__(keys)
+    assert len(items) == len(keys) and all(torch.isfinite(i["noisy"]).all() for i in items)
+    assert any(victim.name in r.message and "skipped" in r.message for r in caplog.records)

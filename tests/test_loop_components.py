@@ -121,3 +121,18 @@ def test_validation_decides_slow_metrics_and_media_per_epoch_and_tags_like_train
         (80, {"loss/total": 0.5, "metrics/si_sdr": 8.0}),
     ]
     assert log.media_calls == [(40, 1, "mel", True)]  # inputs and targets with the first only
+
+
+def test_a_validation_cap_keeps_a_fixed_evenly_spread_subset():
+    from tests.conftest import tiny
+    from trainer.config import ConfigError, validate
+    from trainer.run import assemble
+
+    full = assemble(tiny("data.val_size=8")).feed.valid_loader.dataset
+    capped = assemble(tiny("data.val_size=8", "trainer.validation.max_examples=3")).feed.valid_loader.dataset
+    assert len(full) == 8 and len(capped) == 3
+    for i, j in enumerate([0, 4, 7]):  # spread over the set, ends included
+        assert torch.equal(capped[i]["noisy"], full[j]["noisy"])
+    assert len(assemble(tiny("data.val_size=8", "trainer.validation.max_examples=50")).feed.valid_loader.dataset) == 8
+    with pytest.raises(ConfigError, match="trainer.validation.max_examples"):
+        validate(tiny("trainer.validation.max_examples=0"))

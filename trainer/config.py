@@ -71,6 +71,10 @@ class ValidationConfig:
     media_examples: int = 3
     media_every: int = 1
     spectrogram: str = "stft"  # stft (log-magnitude, linear frequency) | mel
+    # At most this many validation examples per validation, spread evenly over the set (the
+    # same ones every epoch and seed); null = all. A real corpus's full test set is for
+    # `python -m trainer.evaluate`; during training a fixed subset keeps epochs short.
+    max_examples: Optional[int] = None
 
 
 @dataclass
@@ -315,6 +319,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.diagnostics.depth must be >= 1 and spike_factor > 1, got {d.depth} and {d.spike_factor}"
         )
+    if v.max_examples is not None and v.max_examples < 1:
+        raise ConfigError(f"trainer.validation.max_examples must be >= 1 or null, got {v.max_examples}")
     if v.spectrogram not in ("stft", "mel"):
         raise ConfigError(f"trainer.validation.spectrogram must be 'stft' or 'mel', got {v.spectrogram!r}")
     if t.num_workers < 0 or t.checkpoint_every < 0:

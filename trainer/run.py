@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset, Subset
 
 from trainer import distributed, identity, placement, profiling, summary
 from trainer.build import (
@@ -94,6 +95,7 @@ def assemble(cfg: DictConfig) -> Parts:
     per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
     datasets = time.perf_counter()
     train_set, valid_set = data.train(), data.valid()  # the embedded corpus is rendered (or read) here
+    valid_set = capped(valid_set, t.validation.max_examples)
     seconds = {"datasets": time.perf_counter() - datasets}
     augment = build_augment(cfg.augment)
     if augment.active:
@@ -134,6 +136,15 @@ def assemble(cfg: DictConfig) -> Parts:
         diagnostics=GradientDiagnostics(t.diagnostics, network.raw),
         seconds={**seconds, "build": time.perf_counter() - started - seconds["datasets"]},
     )
+
+
+def capped(valid_set: Dataset, cap: int | None) -> Dataset:
+    """At most `cap` validation examples, evenly spread over the set (a corpus sorted by
+    speaker keeps every speaker), the same ones every epoch."""
+    if cap is None or cap >= len(valid_set):
+        return valid_set
+    log.info("validating on %d of the %d validation examples (trainer.validation.max_examples)", cap, len(valid_set))
+    return Subset(valid_set, np.linspace(0, len(valid_set) - 1, cap).round().astype(int).tolist())
 
 
 def process_age() -> float | None:

@@ -8,6 +8,7 @@ mismatch, duplicate) in the same shape, so a log can be grepped by kind.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+import torchaudio.transforms as T
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -147,6 +149,13 @@ def probe(path: Path, silence_db: float | None = None, sample_rate: int | None =
     return AudioInfo(path, sr, data.shape[0], data.shape[1], peak_db)
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(up: int, down: int) -> T.Resample:
+    """`AF.resample`'s filter, computed once per ratio (a crop is read per example; the
+    kernel cost as much as the convolution)."""
+    return T.Resample(up, down)
+
+
 def read_segment(info: AudioInfo, sample_rate: int, start: int, length: int) -> np.ndarray:
     """`length` samples at `sample_rate` from sample `start` (also at `sample_rate`), mono
     float32, zero-padded past the end. Reads only the frames needed from disk."""
@@ -162,12 +171,21 @@ def read_segment(info: AudioInfo, sample_rate: int, start: int, length: int) -> 
         skip = start - lo * sample_rate // rate
         count = -(-(start + length + _RESAMPLE_MARGIN) * rate // sample_rate) - lo
     lo = min(lo, info.frames)
-    data, _ = sf.read(str(info.path), start=lo, frames=min(count, info.frames - lo), dtype="float32", always_2d=True)
+    wanted = min(count, info.frames - lo)
+    try:
+        data, _ = sf.read(str(info.path), start=lo, frames=wanted, dtype="float32", always_2d=True)
+    except Exception as err:  # deleted, replaced or damaged since the scan
+        raise AudioError(f"{info.path}: unreadable (changed since it was scanned: {str(err).strip()})") from None
+    if data.shape[0] < wanted:
+        raise AudioError(f"{info.path}: truncated (changed since it was scanned: {data.shape[0]} of {wanted} frames)")
     if not np.isfinite(data).all():  # the file changed since it was scanned
         raise AudioError(f"{info.path}: non-finite (contains NaN or Inf samples)")
-    mono = data.mean(axis=1)
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
     if rate != sample_rate and len(mono):
-        mono = AF.resample(torch.from_numpy(mono), *_ratio(info.path, rate, sample_rate)).numpy()
+        with torch.no_grad():
+            mono = _resampler(*_ratio(info.path, rate, sample_rate))(
+                torch.from_numpy(np.ascontiguousarray(mono))
+            ).numpy()
     out = np.zeros(length, np.float32)
     piece = mono[skip : skip + length]
     out[: len(piece)] = piece

@@ -3,10 +3,11 @@
     FolderPairs: clean/ and noisy/ with matching names (the VoiceBank+DEMAND layout)
     FolderMix:   clean speech and noise clips, mixed on the fly (the DNS-challenge recipe)
 
-Every file is read once when the source is built, so a broken file is found before the
-first step rather than hours into a run: with `bad_files=error` the build stops with every
-problem listed; with `skip` each bad file is named in a warning and left out. Nothing that
-failed the scan is ever read again.
+Every file is read in full when a folder is first used, so a broken file is found before
+the first step rather than hours into a run: with `bad_files=error` the build stops with
+every problem listed; with `skip` each bad file is named in a warning and left out. Nothing
+that failed the scan is ever read again. The verdicts are kept in a manifest under
+`cache_dir` (manifest.py): later runs re-read only files that are new or changed.
 
 Training examples are indexed by a draw key (`epoch * N + i`): `key % N` picks the example
 and `(seed, key)` seeds every random choice, so each epoch sees new crops, and a run is
@@ -16,23 +17,21 @@ start of each file, the same for every seed, so runs of a seed sweep are scored 
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import time
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.data import audio_io
+from trainer.data import audio_io, manifest
 from trainer.data.audio_io import AudioError, AudioInfo
 from trainer.data.checks import span
 from trainer.data.keyed import Keyed
-from trainer.data.mixing import mix
+from trainer.data.mixing import mix, reverberate
 
 log = logging.getLogger("trainer")
 
@@ -75,24 +74,19 @@ def _listing(key: str, folder: Path) -> tuple[dict[str, Path], list[AudioError],
 
 
 def _scan(
-    key: str, folder: Path, files: dict[str, Path], silence_db: float, sample_rate: int
+    key: str, folder: Path, files: dict[str, Path], silence_db: float, sample_rate: int, cache_dir: str | None
 ) -> dict[str, AudioInfo | AudioError]:
-    """Full read of every file. Threads: libsndfile and numpy release the GIL, and a
-    corpus scan is disk- and decode-bound."""
-    t0 = time.perf_counter()
+    """The full-read verdict on every file, through the folder's manifest (manifest.py):
+    only new or changed files are read again."""
+    probe = functools.partial(_verdict, silence_db=silence_db, sample_rate=sample_rate)
+    return manifest.scan(key, folder, files, probe, cache_dir, silence_db, sample_rate)
 
-    def one(path: Path) -> AudioInfo | AudioError:
-        try:
-            return audio_io.probe(path, silence_db, sample_rate)
-        except AudioError as err:
-            return err
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = dict(zip(files, pool.map(one, files.values())))
-    minutes = sum(r.seconds for r in results.values() if isinstance(r, AudioInfo)) / 60
-    took = time.perf_counter() - t0
-    log.info("data.%s: scanned %d files (%.1f min of audio) in %.2f s: %s", key, len(files), minutes, took, folder)
-    return results
+def _verdict(path: Path, silence_db: float, sample_rate: int) -> AudioInfo | AudioError:
+    try:
+        return audio_io.probe(path, silence_db, sample_rate)
+    except AudioError as err:
+        return err
 
 
 def _enforce(policy: str, what: str, problems: list[AudioError], skipped: int, total: int, unit: str) -> None:
@@ -115,12 +109,12 @@ def _enforce(policy: str, what: str, problems: list[AudioError], skipped: int, t
 
 
 def _good_files(
-    key: str, path: str | Path | None, policy: str, silence_db: float, sample_rate: int
+    key: str, path: str | Path | None, policy: str, silence_db: float, sample_rate: int, cache_dir: str | None
 ) -> dict[str, AudioInfo]:
     folder = _folder(key, path)
     files, problems, _ = _listing(key, folder)
     total = len(files) + len(problems)  # so far, the problems are the duplicates
-    scanned = _scan(key, folder, files, silence_db, sample_rate)
+    scanned = _scan(key, folder, files, silence_db, sample_rate, cache_dir)
     good = {name: r for name, r in scanned.items() if isinstance(r, AudioInfo)}
     problems += [r for r in scanned.values() if isinstance(r, AudioError)]
     _enforce(policy, f"data.{key} ({folder})", problems, total - len(good), total, "files")
@@ -174,6 +168,32 @@ def _name_seed(name: str) -> int:
 # ---------------------------------------------------------------- datasets
 
 
+def _tolerant(fetch, policy: str, size: int):
+    """A batch fetch that survives a file changed under a running job: with `error` the
+    read's AudioError (naming the file) ends the run, from a loader worker too; with
+    `skip` the file is named in a warning and the example replaced by the next key's."""
+
+    def run(keys: list[int]):
+        try:
+            return fetch(keys)
+        except AudioError:
+            if policy == "error":
+                raise
+        out = []
+        for key in keys:
+            for attempt in range(min(size, 16)):
+                try:
+                    out += fetch([key + attempt])
+                    break
+                except AudioError as err:
+                    log.warning("skipped %s (data.bad_files=skip)", err)
+            else:
+                raise AudioError(f"16 files in a row failed to read near draw {key}: the folder changed under the run")
+        return out
+
+    return run
+
+
 def _tensors(**arrays: np.ndarray) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
 
@@ -199,8 +219,10 @@ class FolderPairs:
         bad_files: str = "error",
         silence_db: float = -60.0,
         seed: int = 0,
+        cache_dir: str | None = None,
     ):
         self.length = _check(sample_rate, segment_seconds, bad_files, valid_fraction)
+        self.cache_dir = cache_dir
         if (valid_clean_dir is None) != (valid_noisy_dir is None):
             raise ValueError("data.valid_clean_dir and data.valid_noisy_dir must be given together (or neither)")
         self.sample_rate, self.seed = int(sample_rate), seed
@@ -226,8 +248,10 @@ class FolderPairs:
             orphans = sorted(set(files) - set(other))
             problems += [AudioError(f"{files[n]}: no partner (nothing named '{n}.*' under {folder})") for n in orphans]
         names = sorted(set(clean) & set(noisy))
-        scanned_c = _scan(clean_key, folders[0], {n: clean[n] for n in names}, self.silence_db, self.sample_rate)
-        scanned_n = _scan(noisy_key, folders[1], {n: noisy[n] for n in names}, self.silence_db, self.sample_rate)
+        scanned_c, scanned_n = (
+            _scan(k, d, {n: files[n] for n in names}, self.silence_db, self.sample_rate, self.cache_dir)
+            for k, d, files in ((clean_key, folders[0], clean), (noisy_key, folders[1], noisy))
+        )
         pairs = {}
         for n in names:
             c, z = scanned_c[n], scanned_n[n]
@@ -259,7 +283,7 @@ class FolderPairs:
         return self._example(self._valid[index], 0)
 
     def train(self) -> Dataset:
-        return Keyed.draws(self._draw, len(self._train))
+        return Keyed.draws(_tolerant(self._draw, self.bad_files, len(self._train)), len(self._train))
 
     def valid(self) -> Dataset:
         return Keyed.fixed_set(lambda keys: [self._valid_example(k) for k in keys], len(self._valid))
@@ -289,36 +313,63 @@ class FolderMix:
         bad_files: str = "error",
         silence_db: float = -60.0,
         seed: int = 0,
+        cache_dir: str | None = None,
+        rir_dir: str | None = None,
+        valid_rir_dir: str | None = None,
+        rir_prob: float = 0.5,
+        rir_target: str = "early",
+        early_ms: float = 50.0,
     ):
         self.length = _check(sample_rate, segment_seconds, bad_files, valid_fraction)
+        if rir_target not in ("early", "direct"):
+            raise ValueError(f"data.rir_target must be 'early' or 'direct', got {rir_target!r}")
+        if not 0 <= rir_prob <= 1 or early_ms < 0:
+            raise ValueError(f"data.rir_prob must be in [0, 1] and data.early_ms >= 0, got {rir_prob}, {early_ms}")
+        if rir_dir is None and valid_rir_dir is not None:
+            raise ValueError("data.valid_rir_dir is set but data.rir_dir is not")
+        self.rir_prob, self.bad_files = rir_prob, bad_files
+        self.keep = int(round(early_ms * sample_rate / 1000)) if rir_target == "early" else 0
         self.snr_db, self.level_db = span("data.snr_db", snr_db), span("data.level_db", level_db)
         if noise_dir is None and valid_noise_dir is not None:
             raise ValueError("data.valid_noise_dir is set but data.noise_dir is not")
         self.sample_rate, self.seed = int(sample_rate), seed
-        speech = _good_files("speech_dir", speech_dir, bad_files, silence_db, sample_rate)
+        speech = _good_files("speech_dir", speech_dir, bad_files, silence_db, sample_rate, cache_dir)
         if valid_speech_dir is None:
             self._train, self._valid = _divide(speech, valid_fraction, f"data.speech_dir ({speech_dir})")
         else:
-            valid = _good_files("valid_speech_dir", valid_speech_dir, bad_files, silence_db, sample_rate)
+            valid = _good_files("valid_speech_dir", valid_speech_dir, bad_files, silence_db, sample_rate, cache_dir)
             self._train, self._valid = [speech[n] for n in sorted(speech)], [valid[n] for n in sorted(valid)]
         self._train_noise: list[AudioInfo] = []
         self._valid_noise: list[AudioInfo] = []
         if noise_dir is not None:
-            noise = _good_files("noise_dir", noise_dir, bad_files, silence_db, sample_rate)
+            noise = _good_files("noise_dir", noise_dir, bad_files, silence_db, sample_rate, cache_dir)
             if valid_noise_dir is not None:
-                valid = _good_files("valid_noise_dir", valid_noise_dir, bad_files, silence_db, sample_rate)
+                valid = _good_files("valid_noise_dir", valid_noise_dir, bad_files, silence_db, sample_rate, cache_dir)
                 self._train_noise = [noise[n] for n in sorted(noise)]
                 self._valid_noise = [valid[n] for n in sorted(valid)]
             elif len(noise) < 2:  # a single clip: shared, nothing to hold out
                 self._train_noise = self._valid_noise = list(noise.values())
             else:
                 self._train_noise, self._valid_noise = _divide(noise, valid_fraction, f"data.noise_dir ({noise_dir})")
+        self._train_rir: list[AudioInfo] = []
+        self._valid_rir: list[AudioInfo] = []
+        if rir_dir is not None:
+            rirs = _good_files("rir_dir", rir_dir, bad_files, silence_db, sample_rate, cache_dir)
+            if valid_rir_dir is not None:
+                valid = _good_files("valid_rir_dir", valid_rir_dir, bad_files, silence_db, sample_rate, cache_dir)
+                self._train_rir, self._valid_rir = [rirs[n] for n in sorted(rirs)], [valid[n] for n in sorted(valid)]
+            elif len(rirs) < 2:
+                self._train_rir = self._valid_rir = list(rirs.values())
+            else:
+                self._train_rir, self._valid_rir = _divide(rirs, valid_fraction, f"data.rir_dir ({rir_dir})")
         log.info(
-            "data: %d training and %d validation speech files, %d/%d noise files",
+            "data: %d training and %d validation speech files, %d/%d noise files, %d/%d room impulse responses",
             len(self._train),
             len(self._valid),
             len(self._train_noise),
             len(self._valid_noise),
+            len(self._train_rir),
+            len(self._valid_rir),
         )
 
     def _crop(self, info: AudioInfo, start: int) -> np.ndarray:
@@ -332,13 +383,30 @@ class FolderMix:
         clip = audio_io.read_segment(info, self.sample_rate, 0, available)  # short clip: loop it
         return np.roll(np.resize(clip, self.length), int(rng.integers(available)))
 
-    def _examples(self, draws: list[Draw], noise_pool: list[AudioInfo]) -> list[dict[str, torch.Tensor]]:
+    def _reverb(self, clean: np.ndarray, draws: list[Draw], pool: list[AudioInfo]) -> tuple[np.ndarray, np.ndarray]:
+        """(speech as heard, training target): a share `rir_prob` of the examples is
+        convolved with a room impulse response; their target keeps the direct path (and
+        `early_ms` of early reflections with `rir_target=early`); the others stay dry."""
+        heard, target = clean.copy(), clean.copy()
+        for i, (rng, _, _) in enumerate(draws):
+            if rng.uniform() < self.rir_prob:
+                info = pool[int(rng.integers(len(pool)))]
+                rir = audio_io.read_segment(info, self.sample_rate, 0, info.frames_at(self.sample_rate))
+                heard[i], target[i] = reverberate(clean[i], rir, self.keep)
+        return heard, target
+
+    def _examples(
+        self, draws: list[Draw], noise_pool: list[AudioInfo], rir_pool: list[AudioInfo]
+    ) -> list[dict[str, torch.Tensor]]:
         """Per-example reads and draws, then one vectorised mix for the batch."""
         clean = np.stack([self._crop(info, start) for _, info, start in draws])
         noise = np.stack([self._noise(rng, noise_pool) for rng, _, _ in draws]) if noise_pool else None
         snr = np.array([rng.uniform(*self.snr_db) for rng, _, _ in draws])
         level = np.array([rng.uniform(*self.level_db) for rng, _, _ in draws])
-        noisy, clean = mix(clean, noise, snr, level)
+        target = None
+        if rir_pool:  # drawn last: without RIRs every example is what it was before they existed
+            clean, target = self._reverb(clean, draws, rir_pool)
+        noisy, clean = mix(clean, noise, snr, level, target)
         return [_tensors(noisy=a, clean=b) for a, b in zip(noisy, clean)]
 
     def _draw(self, keys: list[int]) -> list[dict[str, torch.Tensor]]:
@@ -347,15 +415,15 @@ class FolderMix:
             info = self._train[key % len(self._train)]
             rng = np.random.default_rng([self.seed, _TRAIN, key])
             draws.append((rng, info, _start(rng, info.frames_at(self.sample_rate), self.length)))
-        return self._examples(draws, self._train_noise)
+        return self._examples(draws, self._train_noise, self._train_rir)
 
     def _valid_example(self, index: int) -> dict[str, torch.Tensor]:
         info = self._valid[index]
         rng = np.random.default_rng([_VALID, _name_seed(info.path.name)])  # fixed by the file, not the seed
-        return self._examples([(rng, info, 0)], self._valid_noise)[0]
+        return self._examples([(rng, info, 0)], self._valid_noise, self._valid_rir)[0]
 
     def train(self) -> Dataset:
-        return Keyed.draws(self._draw, len(self._train))
+        return Keyed.draws(_tolerant(self._draw, self.bad_files, len(self._train)), len(self._train))
 
     def valid(self) -> Dataset:
         return Keyed.fixed_set(lambda keys: [self._valid_example(k) for k in keys], len(self._valid))
