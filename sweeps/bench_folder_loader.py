@@ -37,10 +37,10 @@ from trainer.provenance import cpu
 BATCH, SR = 16, 16000
 
 
-def write_corpus(root: Path, files: int) -> None:
+def write_corpus(root: Path, files: int, resampled_every: int = 5) -> None:
     rng = np.random.default_rng(0)
     for i in range(files):
-        rate = 48000 if i % 5 == 0 else SR
+        rate = 48000 if resampled_every and i % resampled_every == 0 else SR
         seconds = rng.uniform(2, 4)
         t = np.arange(int(seconds * rate)) / rate
         speech = 0.3 * np.sin(2 * np.pi * (150 + i % 200) * t * (1 + 0.1 * np.sin(3 * t))).astype(np.float32)
@@ -86,12 +86,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--files", type=int, default=400)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--resampled-every", type=int, default=5, help="1 file in N at 48 kHz; 0: all at 16 kHz")
     args = parser.parse_args(argv)
     eats = consumption()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         root = Path(tmp)
-        write_corpus(root, args.files)
+        write_corpus(root, args.files, args.resampled_every)
         cache = str(root / "cache")
         sources = {
             "folder_pairs": FolderPairs(str(root / "clean"), str(root / "noisy"), cache_dir=cache),
@@ -102,7 +103,8 @@ def main(argv: list[str]) -> int:
                 rows.append((name, workers, supply(source.train(), workers, args.batches)))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Folder datasets from disk, {cpu()['model']}, {os.cpu_count()} cores, torch threads "
-          f"{torch.get_num_threads()}, {args.files} files of 2-4 s per folder (1 in 5 at 48 kHz)\n")  # fmt: skip
+          f"{torch.get_num_threads()}, {args.files} files of 2-4 s per folder "
+          f"({f'1 in {args.resampled_every} at 48 kHz' if args.resampled_every else 'all at 16 kHz'})\n")  # fmt: skip
     print(f"default model (LSTM, batch {BATCH} x 1 s) consumes {eats:.0f} samples/s\n")
     print("| source | loader workers | samples/s | x consumption |\n|---|---|---|---|")
     for name, workers, rate in rows:
