@@ -66,10 +66,13 @@ def test_voicebank_recipe_trains_and_evaluates(tmp_path, monkeypatch):
     config = load(run / "checkpoints" / "best.pt")["config"]  # the recipe's choices reached the run
     assert config["data"]["_target_"].endswith("FolderPairs") and config["model"]["_target_"] == "models.ConvUNet"
     assert config["loss"]["terms"].keys() == {"l1", "mrstft"} and config["augment"]["p_polarity"] == 0.5
-    proc = evaluate(str(run), str(tmp_path / "vbd" / "test"), "--out", str(tmp_path / "scores.csv"))
+    proc = evaluate(str(run), str(tmp_path / "vbd" / "test"), "--out", str(tmp_path / "scores.csv"), "--write-audio")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert [r["file"] for r in rows] == ["p000_000", "p001_001"]
+    for r in rows:  # the enhanced files beside the scores, at the model's rate, as long as the input
+        audio, rate = sf.read(tmp_path / "scores-audio" / f"{r['file']}.wav")
+        assert rate == 16000 and len(audio) == int(0.4 * 16000) and np.isfinite(audio).all()
     assert {"si_sdr_in", "si_sdr_out", "pesq_wb_out", "stoi_out"} <= set(rows[0])
 
 

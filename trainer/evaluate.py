@@ -9,7 +9,8 @@ wide- and narrow-band, STOI and ESTOI for the noisy input and the output.
 Super-resolution: `<data dir>` (or its `clean/`) holds full-band speech; the input is
 band-limited as in training; one row per file with LSD (full band and regenerated band)
 and SI-SDR for the band-limited input and the output.
-Prints the means and saves them beside the CSV as JSON.
+Prints the means and saves them beside the CSV as JSON; `--write-audio` also saves every
+output there (`<csv stem>-audio/<file>.wav`).
 """
 
 from __future__ import annotations
@@ -74,12 +75,19 @@ def band_limited_examples(files: list[Path], task: SuperResolution) -> Iterator[
 
 
 @torch.no_grad()
-def score(model, task: AudioTask, examples, device: torch.device, slow_metrics: bool = True) -> list[dict]:
+def score(
+    model, task: AudioTask, examples, device: torch.device, slow_metrics: bool = True, audio_dir: Path | None = None
+) -> list[dict]:
     """One row per example: the task's own metrics (those of validation) for the input and
-    for the output, and with `slow_metrics` every metric of the tasks' slow registry."""
+    for the output, and with `slow_metrics` every metric of the tasks' slow registry. With
+    `audio_dir`, each output is also written there as `<name>.wav` (float, the model's rate)."""
     rows = []
     for name, inputs, target in examples:
         output = model(inputs[None].to(device))[0].float().cpu()
+        if audio_dir is not None:
+            path = Path(audio_dir) / f"{name}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            audio_io.write(path, output, task.sample_rate)
         got = {
             tag: task.task_metrics(x[None], inputs[None], target[None]) for tag, x in (("in", inputs), ("out", output))
         }
@@ -117,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--out", type=Path, help="per-file CSV (default: <data>/scores-<run>.csv)")
     parser.add_argument("--fast", action="store_true", help="SI-SDR only (skip PESQ and STOI)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--write-audio", action="store_true", help="save each output beside the CSV (<csv>-audio/)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     try:
@@ -137,17 +146,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             pairs = paired_files(args.data)
     except (CheckpointError, FileNotFoundError, audio_io.AudioError) as err:
         parser.exit(2, f"error: {err}\n")
-    start = time.perf_counter()
-    if superres:
-        rows = score(model, task, band_limited_examples(files, task), device, slow_metrics=False)
-    else:
-        examples = pair_examples(pairs, int(cfg.data.sample_rate))
-        rows = score(model, task, examples, device, slow_metrics=not args.fast)
-    summary = means(rows)
     out = args.out
     if not out:
         run = Path(args.checkpoint).resolve().parent.parent if args.checkpoint.is_file() else args.checkpoint
         out = args.data / f"scores-{run.name}.csv"
+    audio_dir = out.with_name(f"{out.stem}-audio") if args.write_audio else None
+    start = time.perf_counter()
+    if superres:
+        rows = score(model, task, band_limited_examples(files, task), device, slow_metrics=False, audio_dir=audio_dir)
+    else:
+        examples = pair_examples(pairs, int(cfg.data.sample_rate))
+        rows = score(model, task, examples, device, slow_metrics=not args.fast, audio_dir=audio_dir)
+    summary = means(rows)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

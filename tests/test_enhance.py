@@ -1,0 +1,100 @@
+"""`python -m trainer.enhance`: any file or folder, any length, rate and channel count; no
+seams; existing outputs kept; bad files named and counted; transducers refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tests.conftest import ROOT, THREADS, TINY_TRANSDUCER, compose_cfg
+from trainer.enhance import crossfade, enhance
+from trainer.evaluate import load_model
+
+SR = 16000
+
+
+def run_enhance(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer.enhance", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": THREADS}, timeout=300)  # fmt: skip
+
+
+@pytest.fixture
+def checkpoint(tiny_run):
+    run_dir, summary = tiny_run()
+    assert summary["status"] == "completed"
+    return run_dir
+
+
+def speechlike(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(3 * t)) + 0.05 * rng.standard_normal(len(t))).astype(
+        np.float32
+    )
+
+
+def test_crossfades_sum_to_one_so_a_linear_model_is_chunked_exactly():
+    fade = crossfade(1000)
+    assert torch.allclose(fade + (1 - fade), torch.ones(1000)) and fade[0] < 1e-5 and fade[-1] > 1 - 1e-5
+    x = torch.from_numpy(speechlike(3.3, SR))
+    for chunk, overlap in ((16000, 4000), (8000, 0), (10000, 3000)):
+        y = enhance(lambda b: 2 * b, x, chunk, overlap, batch=3, device=torch.device("cpu"))
+        assert torch.allclose(y, 2 * x, atol=1e-6), (chunk, overlap)  # no seam, no gain change at the joins
+
+
+def test_a_short_file_gets_the_one_shot_output_and_a_long_one_stays_close(checkpoint):
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    x = torch.from_numpy(speechlike(6.0, SR))
+    with torch.no_grad():
+        whole = model(x[None])[0]
+    assert torch.equal(enhance(model, x, 7 * SR, SR, 4, torch.device("cpu")), whole)
+    chunked = enhance(model, x, 3 * SR, SR, 4, torch.device("cpu"))
+    snr = 10 * torch.log10(whole.pow(2).sum() / (whole - chunked).pow(2).sum())
+    assert snr > 20, f"chunked output {snr:.1f} dB from the one-shot output"  # level normalisation per chunk
+
+
+def test_a_folder_is_enhanced_with_its_layout_rates_and_channels(checkpoint, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "day1").mkdir(parents=True)
+    sf.write(src / "a.wav", np.stack([speechlike(1.5, 48000), speechlike(1.5, 48000, 1)], axis=1), 48000)
+    sf.write(src / "day1" / "b.flac", speechlike(0.7, SR), SR)
+    sf.write(src / "day1" / "c.ogg", speechlike(0.5, 22050), 22050)
+    (src / "day1" / "broken.wav").write_bytes(b"RIFF1234WAVEnot really")
+    proc = run_enhance(str(checkpoint), str(src), "-o", str(out), "--chunk-seconds", "0.5", "--overlap-seconds", "0.1")
+    assert proc.returncode == 1, proc.stderr  # one file failed, and it is named
+    assert "broken.wav" in proc.stderr and "3 enhanced" in proc.stdout
+    a, rate_a = sf.read(out / "a.wav")
+    assert rate_a == 48000 and a.shape == (int(1.5 * 48000), 2) and np.isfinite(a).all() and np.abs(a).max() > 0
+    b, rate_b = sf.read(out / "day1" / "b.flac")
+    assert rate_b == SR and b.shape == (int(0.7 * SR),)
+    c, rate_c = sf.read(out / "day1" / "c.wav")  # OGG in, WAV out, at the file's rate
+    assert rate_c == 22050 and len(c) == int(0.5 * 22050)
+    before = (out / "a.wav").stat().st_mtime_ns
+    again = run_enhance(str(checkpoint), str(src), "-o", str(out))
+    assert "0 enhanced, 3 already there" in again.stdout and (out / "a.wav").stat().st_mtime_ns == before
+    mixed = run_enhance(str(checkpoint), str(src / "a.wav"), "-o", str(tmp_path / "mono"), "--channels", "mix",
+                        "--format", "flac")  # fmt: skip
+    assert mixed.returncode == 0, mixed.stderr
+    m, _ = sf.read(tmp_path / "mono" / "a.flac")
+    assert m.ndim == 1 and len(m) == int(1.5 * 48000)
+    assert not list(out.rglob(".tmp-*"))  # written under a temporary name, then renamed
+
+
+def test_a_transducer_checkpoint_and_bad_arguments_are_refused(checkpoint, tmp_path):
+    from trainer.run import run
+
+    run_dir = tmp_path / "asr"
+    run(compose_cfg(*TINY_TRANSDUCER), run_dir)
+    sf.write(tmp_path / "x.wav", speechlike(0.5, SR), SR)
+    proc = run_enhance(str(run_dir), str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 101 and "transducer" in proc.stderr and "tokens, not to audio" in proc.stderr
+    proc = run_enhance(str(checkpoint), str(tmp_path / "nothing"), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 101 and "no such file or folder" in proc.stderr
+    proc = run_enhance(str(checkpoint), str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), "--overlap-seconds", "20")
+    assert proc.returncode == 101 and "--overlap-seconds" in proc.stderr

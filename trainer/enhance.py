@@ -1,0 +1,172 @@
+"""Run a trained model on your own recordings.
+
+    python -m trainer.enhance <checkpoint.pt or run dir> <file or folder> -o <out dir>
+                              [--format wav|flac] [--channels separate|mix] [--overwrite]
+                              [--chunk-seconds 10] [--overlap-seconds 1] [--batch 8] [--device auto]
+
+Every WAV, FLAC or OGG file (a folder is searched recursively) is written under `-o` with
+the same relative path: WAV in, WAV out; FLAC in, FLAC out; OGG in, WAV out; or all in
+`--format`. Any sample rate: the audio is resampled to the model's rate and, for
+denoising, back to the file's rate (a super-resolution model's output stays at its own,
+higher rate: that is its point). Any number of channels: each is enhanced on its own
+(`--channels separate`, the default) or they are down-mixed to one (`mix`).
+
+Any length: files longer than `--chunk-seconds` are cut into chunks that overlap by
+`--overlap-seconds`, enhanced in batches of `--batch` chunks (on the GPU when there is
+one), and joined with complementary raised-cosine crossfades over the overlaps, so there
+is no seam. A file that fits in one chunk gets exactly the model's one-shot output. The
+models normalise each input's level, so a chunked output differs slightly from a one-shot
+output of the whole file (tests/test_enhance.py bounds the difference).
+
+Existing outputs are skipped unless `--overwrite`. A file that cannot be read is named and
+skipped; the exit status is the number of files that failed (at most 100), 0 when all
+were written, 101 when nothing could be started (checkpoint, paths, arguments).
+Transducer checkpoints are refused: they map audio to tokens, not to audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from trainer.build import build_task
+from trainer.checkpoint import CheckpointError
+from trainer.data import audio_io
+from trainer.evaluate import load_model
+from trainer.tasks import AudioTask, SuperResolution
+
+REFUSED = 101
+SUFFIX_OUT = {".wav": ".wav", ".flac": ".flac", ".ogg": ".wav"}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit status (2) would read as "2 files failed"
+        self.print_usage(sys.stderr)
+        self.exit(REFUSED, f"{self.prog}: error: {message}\n")
+
+
+def crossfade(n: int) -> torch.Tensor:
+    """Fade-in weights over `n` samples; with 1 - w as the fade-out, the two sum to 1."""
+    return torch.sin(0.5 * math.pi * (torch.arange(n, dtype=torch.float32) + 0.5) / n) ** 2
+
+
+@torch.no_grad()
+def enhance(model, audio: torch.Tensor, chunk: int, overlap: int, batch: int, device: torch.device) -> torch.Tensor:
+    """The model's output for a mono signal `audio` (time,) of any length."""
+    n = audio.shape[-1]
+    if n <= chunk:
+        return model(audio[None].to(device))[0].float().cpu()
+    step = chunk - overlap
+    starts = list(range(0, max(n - overlap, 1), step))
+    if starts[-1] + chunk < n:
+        starts.append(n - chunk)
+    pieces = torch.stack([torch.nn.functional.pad(audio[s : s + chunk], (0, max(0, s + chunk - n))) for s in starts])
+    outs = torch.cat([model(pieces[i : i + batch].to(device)).float().cpu() for i in range(0, len(pieces), batch)])
+    out = torch.zeros(max(n, starts[-1] + chunk))
+    weight = torch.zeros_like(out)
+    for k, (s, piece) in enumerate(zip(starts, outs)):
+        w = torch.ones(chunk)
+        if k > 0 and overlap:  # fade in over the overlap with the previous chunk
+            lead = min(overlap, starts[k - 1] + chunk - s)
+            w[:lead] = crossfade(lead)
+        if k < len(starts) - 1 and overlap:  # fade out over the overlap with the next chunk
+            tail = min(overlap, s + chunk - starts[k + 1])
+            w[chunk - tail :] = 1 - crossfade(tail)
+        out[s : s + chunk] += w * piece
+        weight[s : s + chunk] += w
+    return (out / weight.clamp_min(1e-8))[:n]
+
+
+def outputs_for(source: Path, files: list[Path], out_dir: Path, fmt: str | None) -> list[Path]:
+    base = source if source.is_dir() else source.parent
+    return [
+        out_dir / f.relative_to(base).with_suffix(f".{fmt}" if fmt else SUFFIX_OUT[f.suffix.lower()]) for f in files
+    ]
+
+
+def process(path: Path, target: Path, model, task: AudioTask, args, device: torch.device) -> None:
+    data, rate = audio_io._load(path)  # the trainer's checks: unreadable, truncated, non-finite, ...
+    channels = [data.mean(axis=1)] if args.channels == "mix" else [data[:, c] for c in range(data.shape[1])]
+    model_rate = task.sample_rate
+    out_rate = model_rate if isinstance(task, SuperResolution) else rate
+    chunk, overlap = int(args.chunk_seconds * model_rate), int(args.overlap_seconds * model_rate)
+    done = []
+    for channel in channels:
+        x = torch.from_numpy(np.ascontiguousarray(channel))
+        if rate != model_rate:
+            x = AF.resample(x, *audio_io._ratio(path, rate, model_rate))
+        y = enhance(model, x, chunk, overlap, args.batch, device)
+        if out_rate != model_rate:
+            y = AF.resample(y, *audio_io._ratio(path, model_rate, out_rate))
+        length = len(channel) if out_rate == rate else y.shape[-1]
+        done.append(torch.nn.functional.pad(y, (0, max(0, length - y.shape[-1])))[:length])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{target.name}")
+    subtype = "FLOAT" if target.suffix == ".wav" else None
+    sf.write(str(tmp), torch.stack(done, dim=1).numpy(), out_rate, subtype=subtype, format=target.suffix[1:].upper())
+    tmp.replace(target)  # never a half-written output under the final name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m trainer.enhance", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint file, or a run directory (checkpoints/best.pt)")
+    parser.add_argument("source", type=Path, help="an audio file, or a folder (searched recursively)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--format", choices=["wav", "flac"], help="output format (default: WAV for WAV/OGG, FLAC for FLAC)"
+    )
+    parser.add_argument("--channels", choices=["separate", "mix"], default="separate")
+    parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that exist")
+    parser.add_argument("--chunk-seconds", type=float, default=10.0)
+    parser.add_argument("--overlap-seconds", type=float, default=1.0)
+    parser.add_argument("--batch", type=int, default=8, help="chunks per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if not 0 <= args.overlap_seconds < args.chunk_seconds or args.batch < 1:
+        parser.error("need 0 <= --overlap-seconds < --chunk-seconds and --batch >= 1")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    try:
+        model, cfg = load_model(args.checkpoint, device)
+        task = build_task(cfg.task)
+        if not isinstance(task, AudioTask):
+            raise CheckpointError(
+                f"{args.checkpoint}: a transducer ({type(task).__name__}) checkpoint maps audio to tokens, "
+                "not to audio; trainer.enhance runs denoise and superres models"
+            )
+        if args.source.is_dir():
+            files = audio_io.list_audio(args.source, recursive=True)
+        elif args.source.is_file():
+            files = [args.source]
+        else:
+            raise FileNotFoundError(f"{args.source}: no such file or folder")
+        if not files:
+            raise FileNotFoundError(f"{args.source}: no audio files ({', '.join(audio_io.AUDIO_SUFFIXES)})")
+    except (CheckpointError, FileNotFoundError, audio_io.AudioError) as err:
+        parser.exit(REFUSED, f"error: {err}\n")
+    targets = outputs_for(args.source, files, args.out, args.format)
+    todo = [(f, t) for f, t in zip(files, targets) if args.overwrite or not t.exists()]
+    skipped, failed = len(files) - len(todo), []
+    from tqdm import tqdm
+
+    for path, target in tqdm(todo, unit="file", disable=args.quiet or not sys.stderr.isatty()):
+        try:
+            process(path, target, model, task, args, device)
+        except audio_io.AudioError as err:
+            failed.append(str(err))
+            print(f"skipped {err}", file=sys.stderr)
+    print(f"{len(todo) - len(failed)} enhanced, {skipped} already there (--overwrite rewrites them), "
+          f"{len(failed)} failed -> {args.out}")  # fmt: skip
+    return min(len(failed), 100)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
