@@ -118,6 +118,14 @@ def tiny_run(tmp_path):
     return go
 
 
+@pytest.fixture
+def checkpoint(tiny_run):
+    """The run folder of a finished TINY denoise run (its checkpoints/best.pt)."""
+    run_dir, summary = tiny_run()
+    assert summary["status"] == "completed"
+    return run_dir
+
+
 def cli(*args: str, timeout: float = 300, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m trainer ...` from the repo root, as a user would (in `env`, default ours)."""
     env = {**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": THREADS}

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 
@@ -22,13 +21,6 @@ SR = 16000
 def run_enhance(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "trainer.enhance", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": THREADS}, timeout=300)  # fmt: skip
-
-
-@pytest.fixture
-def checkpoint(tiny_run):
-    run_dir, summary = tiny_run()
-    assert summary["status"] == "completed"
-    return run_dir
 
 
 def speechlike(seconds: float, rate: int, seed: int = 0) -> np.ndarray:

@@ -18,9 +18,11 @@ is no seam. A file that fits in one chunk gets exactly the model's one-shot outp
 models normalise each input's level, so a chunked output differs slightly from a one-shot
 output of the whole file (tests/test_enhance.py bounds the difference).
 
-Existing outputs are skipped unless `--overwrite`. A file that cannot be read is named and
-skipped; the exit status is the number of files that failed (at most 100), 0 when all
-were written, 101 when nothing could be started (checkpoint, paths, arguments).
+`--score` rates every input and output with DNSMOS P.835 (reference-free;
+trainer/dnsmos.py) into `<out>/dnsmos.csv` and prints the means. Existing outputs are
+skipped unless `--overwrite`. A file that cannot be read is named and skipped; the exit
+status is the number of files that failed (at most 100), 0 when all were written, 101
+when nothing could be started (checkpoint, paths, arguments).
 Transducer checkpoints are refused: they map audio to tokens, not to audio.
 """
 
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="chunks per forward pass")
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--score", action="store_true", help="DNSMOS P.835 of every input and output: <out>/dnsmos.csv and means"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.overlap_seconds < args.chunk_seconds or args.batch < 1:
         parser.error("need 0 <= --overlap-seconds < --chunk-seconds and --batch >= 1")
@@ -150,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{args.source}: no such file or folder")
         if not files:
             raise FileNotFoundError(f"{args.source}: no audio files ({', '.join(audio_io.AUDIO_SUFFIXES)})")
+        if args.score:
+            from trainer import dnsmos
+
+            if not dnsmos.available():
+                raise FileNotFoundError(dnsmos.INSTALL)
     except (CheckpointError, FileNotFoundError, audio_io.AudioError) as err:
         parser.exit(REFUSED, f"error: {err}\n")
     targets = outputs_for(args.source, files, args.out, args.format)
@@ -165,7 +175,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {err}", file=sys.stderr)
     print(f"{len(todo) - len(failed)} enhanced, {skipped} already there (--overwrite rewrites them), "
           f"{len(failed)} failed -> {args.out}")  # fmt: skip
+    if args.score:
+        score_outputs([(f, t) for f, t in zip(files, targets) if t.exists()], args.out / "dnsmos.csv")
     return min(len(failed), 100)
+
+
+def score_outputs(pairs: list[tuple[Path, Path]], csv_path: Path) -> None:
+    """DNSMOS of each input and its output (down-mixed, 16 kHz): a CSV row each, then the means."""
+    import csv
+
+    from trainer import dnsmos
+    from trainer.metrics import nan_mean
+
+    rows = []
+    for source, target in pairs:
+        row = {"file": str(source)}
+        for tag, path in (("in", source), ("out", target)):
+            values = dnsmos.score(audio_io.read(path, dnsmos.RATE), dnsmos.RATE)
+            row |= {f"dnsmos_{k}_{tag}": round(v, 4) for k, v in values.items()}
+        rows.append(row)
+    if not rows:
+        return
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"DNSMOS P.835 of {len(rows)} files -> {csv_path}")
+    for key in dnsmos.KEYS:
+        before, after = (nan_mean(r[f"dnsmos_{key}_{t}"] for r in rows) for t in ("in", "out"))
+        print(f"  {key.upper():5s} {before:.3f} -> {after:.3f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ wide- and narrow-band, STOI and ESTOI for the noisy input and the output.
 Super-resolution: `<data dir>` (or its `clean/`) holds full-band speech; the input is
 band-limited as in training; one row per file with LSD (full band and regenerated band)
 and SI-SDR for the band-limited input and the output.
+`--dnsmos` adds DNSMOS P.835 (SIG, BAK, OVRL; reference-free, trainer/dnsmos.py) of input
+and output; then `<data dir>` may hold recordings alone (`noisy/` or the folder itself).
 Prints the means and saves them beside the CSV as JSON; `--write-audio` also saves every
 output there (`<csv stem>-audio/<file>.wav`).
 """
@@ -76,7 +78,13 @@ def band_limited_examples(files: list[Path], task: SuperResolution) -> Iterator[
 
 @torch.no_grad()
 def score(
-    model, task: AudioTask, examples, device: torch.device, slow_metrics: bool = True, audio_dir: Path | None = None
+    model,
+    task: AudioTask,
+    examples,
+    device: torch.device,
+    slow_metrics: bool = True,
+    audio_dir: Path | None = None,
+    dnsmos: bool = False,
 ) -> list[dict]:
     """One row per example: the task's own metrics (those of validation) for the input and
     for the output, and with `slow_metrics` every metric of the tasks' slow registry. With
@@ -84,10 +92,14 @@ def score(
     rows = []
     for name, inputs, target in examples:
         output = model(inputs[None].to(device))[0].float().cpu()
+        extra = reference_free(inputs, output, task.sample_rate) if dnsmos else {}
+        if target is None:  # a recording without a clean reference: DNSMOS alone
+            rows.append({"file": name, **extra})
+            if audio_dir is not None:
+                write_output(audio_dir, name, output, task.sample_rate)
+            continue
         if audio_dir is not None:
-            path = Path(audio_dir) / f"{name}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            audio_io.write(path, output, task.sample_rate)
+            write_output(audio_dir, name, output, task.sample_rate)
         got = {
             tag: task.task_metrics(x[None], inputs[None], target[None]) for tag, x in (("in", inputs), ("out", output))
         }
@@ -100,8 +112,30 @@ def score(
             for tag, signal in (("in", inputs), ("out", output)):
                 for metric, fn in SLOW_METRICS.items():
                     row[f"{metric}_{tag}"] = fn(target, signal, task.sample_rate)
-        rows.append(row)
+        rows.append(row | extra)
     return rows
+
+
+def reference_free(inputs: torch.Tensor, output: torch.Tensor, sample_rate: int) -> dict[str, float]:
+    """DNSMOS P.835 of the input and of the output (trainer/dnsmos.py)."""
+    from trainer import dnsmos
+
+    row = {}
+    for tag, signal in (("in", inputs), ("out", output)):
+        row |= {f"dnsmos_{k}_{tag}": v for k, v in dnsmos.score(signal, sample_rate).items()}
+    return row
+
+
+def write_output(audio_dir: Path, name: str, output: torch.Tensor, sample_rate: int) -> None:
+    path = Path(audio_dir) / f"{name}.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio_io.write(path, output, sample_rate)
+
+
+def noisy_examples(files: list[Path], sample_rate: int) -> Iterator[tuple[str, torch.Tensor, None]]:
+    """(name, recording, None): recordings with no clean reference."""
+    for path in files:
+        yield path.stem, audio_io.read(path, sample_rate), None
 
 
 def means(rows: list[dict]) -> dict[str, float]:
@@ -109,7 +143,7 @@ def means(rows: list[dict]) -> dict[str, float]:
     out = {}
     for key in keys:
         out[key] = nan_mean(r[key] for r in rows)
-    for metric in ("pesq_wb", "pesq_nb", "stoi", "estoi"):
+    for metric in ("pesq_wb", "pesq_nb", "stoi", "estoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
         if f"{metric}_in" in out:
             out[f"{metric}_gain"] = out[f"{metric}_out"] - out[f"{metric}_in"]
     out["files"] = len(rows)
@@ -126,6 +160,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--fast", action="store_true", help="SI-SDR only (skip PESQ and STOI)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--write-audio", action="store_true", help="save each output beside the CSV (<csv>-audio/)")
+    parser.add_argument(
+        "--dnsmos",
+        action="store_true",
+        help="add DNSMOS P.835 (SIG, BAK, OVRL) of input and output; then <data> may hold recordings only",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     try:
@@ -137,7 +176,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 "this tool scores audio-to-audio models (denoise, superres)"
             )
         superres = isinstance(task, SuperResolution)
-        if superres:  # full-band files only; the input is made from them
+        if args.dnsmos:
+            from trainer import dnsmos
+
+            if not dnsmos.available():
+                raise FileNotFoundError(dnsmos.INSTALL)
+        reference_free_only = args.dnsmos and not (args.data / "clean").is_dir() and not superres
+        if reference_free_only:  # recordings only: noisy/ or the folder itself
+            folder = args.data / "noisy" if (args.data / "noisy").is_dir() else args.data
+            files = audio_io.list_audio(folder, recursive=True) if folder.is_dir() else []
+            if not files:
+                raise FileNotFoundError(f"{folder}: no audio files (.wav, .flac, .ogg)")
+        elif superres:  # full-band files only; the input is made from them
             folder = args.data / "clean" if (args.data / "clean").is_dir() else args.data
             files = audio_io.list_audio(folder) if folder.is_dir() else []
             if not files:
@@ -152,11 +202,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         out = args.data / f"scores-{run.name}.csv"
     audio_dir = out.with_name(f"{out.stem}-audio") if args.write_audio else None
     start = time.perf_counter()
-    if superres:
-        rows = score(model, task, band_limited_examples(files, task), device, slow_metrics=False, audio_dir=audio_dir)
+    if reference_free_only:
+        examples = noisy_examples(files, task.sample_rate)
+        rows = score(model, task, examples, device, slow_metrics=False, audio_dir=audio_dir, dnsmos=True)
+    elif superres:
+        examples = band_limited_examples(files, task)
+        rows = score(model, task, examples, device, slow_metrics=False, audio_dir=audio_dir, dnsmos=args.dnsmos)
     else:
         examples = pair_examples(pairs, int(cfg.data.sample_rate))
-        rows = score(model, task, examples, device, slow_metrics=not args.fast, audio_dir=audio_dir)
+        rows = score(model, task, examples, device, not args.fast, audio_dir=audio_dir, dnsmos=args.dnsmos)
     summary = means(rows)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
