@@ -44,6 +44,9 @@ class Representation(nn.Module):
     def synthesise(self, y: torch.Tensor, context: Any, length: int) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} is a feature extractor only: it has no synthesis")
 
+    def exportable(self) -> None:
+        """Switch to operations every export format has (see STFTMask)."""
+
 
 class _STFT(Representation):
     def __init__(self, n_fft: int, hop: int):
@@ -94,6 +97,7 @@ class STFTMask(_STFT):
         if residual and mask != "complex":
             raise ValueError("model.residual=true needs model.mask=complex (a spectrum is added to a complex mask)")
         self.feature_kind, self.mask, self.residual, self.compress = features, mask, residual, compress
+        self.hypot = torch.hypot
         self.features = self.bins * (1 if features == "magnitude" else 2)
         self.outputs = self.bins * (1 if mask == "gain" else 4 if residual else 2)
 
@@ -104,35 +108,65 @@ class STFTMask(_STFT):
 
     def analyse(self, x):
         spec = self.spectrum(x)
-        mag = spec.abs()
-        if self.feature_kind == "magnitude":
-            return torch.log1p(mag), spec
-        # compressed = spec * |spec|^(c - 1): the phase kept, the magnitude compressed
-        compressed = torch.view_as_real(spec) * mag.clamp_min(1e-8).pow(self.compress - 1).unsqueeze(-1)
-        return torch.cat([compressed[..., 0], compressed[..., 1]], dim=-1), spec
+        s = torch.view_as_real(spec)
+        return self.features_of(s[..., 0], s[..., 1]), spec
 
     def synthesise(self, y, spec, length):
-        """`y` (B, N, outputs) against `spec` (B, N, bins) complex. Gain: spec * sigmoid(y).
-        Complex: spec * m * tanh(|m|) / |m| with m = y_re + i y_im (DCCRN's bounded mask),
-        plus y_re' + i y_im' with `residual`."""
-        y = y.float()
         s = torch.view_as_real(spec)
+        return self._waveform_of(torch.stack(self.masked(y, s[..., 0], s[..., 1]), dim=-1), length)
+
+    def features_of(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        """Features of a spectrum given as its real and imaginary parts (..., bins)."""
+        mag = self.hypot(re, im)
+        if self.feature_kind == "magnitude":
+            return torch.log1p(mag)
+        # compressed = spec * |spec|^(c - 1): the phase kept, the magnitude compressed
+        factor = mag.clamp_min(1e-8).pow(self.compress - 1)
+        return torch.cat([re * factor, im * factor], dim=-1)
+
+    def masked(self, y: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output spectrum for network output `y` (..., outputs) against the noisy one.
+        Gain: spec * sigmoid(y). Complex: spec * m * tanh(|m|) / |m| with m = y_re + i y_im
+        (DCCRN's bounded mask), plus y_re' + i y_im' with `residual`."""
+        y = y.float()
         if self.mask == "gain":
-            return self._waveform_of(s * torch.sigmoid(y).unsqueeze(-1), length)
+            gain = torch.sigmoid(y)
+            return re * gain, im * gain
         b = self.bins
         m_re, m_im = y[..., :b], y[..., b : 2 * b]
-        size = torch.hypot(m_re, m_im)
+        size = self.hypot(m_re, m_im)
         bound = torch.tanh(size) / (size + 1e-8)
         m_re, m_im = m_re * bound, m_im * bound
-        s_re, s_im = s[..., 0], s[..., 1]
-        out_re, out_im = s_re * m_re - s_im * m_im, s_re * m_im + s_im * m_re
+        out_re, out_im = re * m_re - im * m_im, re * m_im + im * m_re
         if self.residual:
             out_re, out_im = out_re + y[..., 2 * b : 3 * b], out_im + y[..., 3 * b :]
-        return self._waveform_of(torch.stack([out_re, out_im], dim=-1), length)
+        return out_re, out_im
+
+    def exportable(self) -> None:
+        """Compute |z| as a square root: ONNX has no hypot. For inference only: hypot's
+        gradient is the safer one for training."""
+        self.hypot = _root_sum_square
+
+    # One frame at a time (models/streaming.py): the same features and mask on a frame the
+    # caller cut, with the DFT as two matrix products (ONNX has no complex tensors).
+    def frame_analyse(self, frame: torch.Tensor, dft: FrameDFT):
+        re, im = dft.forward(frame * self.stft.window)
+        return self.features_of(re, im), (re, im)
+
+    def frame_synthesise(self, y: torch.Tensor, context, dft: FrameDFT) -> torch.Tensor:
+        return dft.inverse(*self.masked(y, *context)) * self.istft.window
+
+    @property
+    def synthesis_window(self) -> torch.Tensor:
+        return self.istft.window
 
     def _waveform_of(self, pairs: torch.Tensor, length: int) -> torch.Tensor:
         """(B, N, bins, 2) real/imaginary pairs -> (B, length)."""
         return self.waveform(torch.view_as_complex(pairs.contiguous()), length)
+
+
+def _root_sum_square(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * a + b * b).sqrt()
 
 
 class Waveform(Representation):
@@ -164,6 +198,45 @@ class Waveform(Representation):
         out = F.fold(frames.transpose(1, 2), **fold)[:, 0, 0]
         norm = F.fold(self.window.pow(2).expand(1, n, -1).transpose(1, 2), **fold)[:, 0, 0]
         return (out / norm.clamp_min(1e-8))[:, lead : lead + length]
+
+    def frame_analyse(self, frame: torch.Tensor, dft=None):
+        frame = frame * self.window
+        return frame, frame
+
+    def frame_synthesise(self, y: torch.Tensor, frame, dft=None) -> torch.Tensor:
+        return (frame + y.float()) * self.window
+
+    @property
+    def synthesis_window(self) -> torch.Tensor:
+        return self.window
+
+
+class FrameDFT(nn.Module):
+    """The real DFT of an `n`-sample frame and its inverse as matrix products, equal to
+    `torch.fft.rfft` / `irfft` to float rounding."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        bins = n // 2 + 1
+        k, t = torch.arange(bins, dtype=torch.float64), torch.arange(n, dtype=torch.float64)
+        angle = 2 * torch.pi * torch.outer(k, t) / n
+        # irfft counts the bins between DC and Nyquist twice (their conjugates) and ignores
+        # the imaginary parts of DC and, for even n, Nyquist
+        weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+        weight[0] = 1.0
+        if n % 2 == 0:
+            weight[-1] = 1.0
+        self.register_buffer("cos", angle.cos().float(), persistent=False)
+        self.register_buffer("sin", -angle.sin().float(), persistent=False)
+        self.register_buffer("icos", (weight * angle.cos() / n).float(), persistent=False)
+        self.register_buffer("isin", (-weight * angle.sin() / n).float(), persistent=False)
+
+    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., n) -> real and imaginary parts (..., bins)."""
+        return frame @ self.cos.T, frame @ self.sin.T
+
+    def inverse(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        return re @ self.icos + im @ self.isin
 
 
 class LogMel(Representation):

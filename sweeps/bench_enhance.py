@@ -29,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-def checkpoint(folder: Path) -> Path:
+def checkpoint(folder: Path, overrides: tuple[str, ...] = ()) -> Path:
+    """A checkpoint of the default job's model (or `overrides`' model), untrained."""
     from omegaconf import OmegaConf
 
     from sweeps.bench_engine import compose
     from trainer.build import build_model
     from trainer.checkpoint import FORMAT
 
-    cfg = compose([])
+    cfg = compose(list(overrides))
     model = build_model(cfg.model)
     job = OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True

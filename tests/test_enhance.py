@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -90,3 +91,31 @@ def test_a_transducer_checkpoint_and_bad_arguments_are_refused(checkpoint, tmp_p
     assert proc.returncode == 101 and "no such file or folder" in proc.stderr
     proc = run_enhance(str(checkpoint), str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), "--overlap-seconds", "20")
     assert proc.returncode == 101 and "--overlap-seconds" in proc.stderr
+
+
+def test_stream_carries_state_hop_by_hop(checkpoint, tmp_path):
+    """--stream: a causal LSTM run as the exported streaming model runs, realigned to the
+    input; close to the one-shot output once its running level has settled."""
+    from models.streaming import StreamingEnhancer
+    from sweeps.bench_enhance import checkpoint as untrained
+    from trainer.enhance import enhance_streaming, main
+
+    sf.write(tmp_path / "x.wav", speechlike(2.0, SR), SR)
+    x, _ = sf.read(tmp_path / "x.wav", dtype="float32")  # as the file holds it (16-bit)
+    assert main([str(checkpoint), str(tmp_path / "x.wav"), "-o", str(tmp_path / "s"), "--stream", "--quiet",
+                 "--level-seconds", "inf"]) == 0  # fmt: skip
+    streamed, rate = sf.read(tmp_path / "s" / "x.wav", dtype="float32")
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    step = StreamingEnhancer(model, SR, level_seconds=float("inf"))
+    expected = enhance_streaming(step, torch.from_numpy(x), torch.device("cpu"))
+    assert rate == SR and streamed.shape == x.shape
+    np.testing.assert_allclose(streamed, expected.numpy(), atol=1e-6)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(x)[None])[0].numpy()
+    late = slice(SR // 2, -SR // 10)  # after the level has settled, before the offline model's padded end
+    snr = 10 * np.log10((whole[late] ** 2).sum() / ((whole[late] - streamed[late]) ** 2).sum())
+    assert snr > 20, f"streamed output {snr:.1f} dB from the one-shot output"
+    conv = untrained(tmp_path, ("model=conv",))
+    with pytest.raises(SystemExit) as refused:
+        main([str(conv), str(tmp_path / "x.wav"), "-o", str(tmp_path / "c"), "--stream"])
+    assert refused.value.code == 101 and not (tmp_path / "c").exists()

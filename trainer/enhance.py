@@ -3,6 +3,7 @@
     python -m trainer.enhance <checkpoint.pt or run dir> <file or folder> -o <out dir>
                               [--format wav|flac] [--channels separate|mix] [--overwrite]
                               [--chunk-seconds 10] [--overlap-seconds 1] [--batch 8] [--device auto]
+                              [--stream [--level-seconds 3]] [--score]
 
 Every WAV, FLAC or OGG file (a folder is searched recursively) is written under `-o` with
 the same relative path: WAV in, WAV out; FLAC in, FLAC out; OGG in, WAV out; or all in
@@ -16,7 +17,11 @@ Any length: files longer than `--chunk-seconds` are cut into chunks that overlap
 one), and joined with complementary raised-cosine crossfades over the overlaps, so there
 is no seam. A file that fits in one chunk gets exactly the model's one-shot output. The
 models normalise each input's level, so a chunked output differs slightly from a one-shot
-output of the whole file (tests/test_enhance.py bounds the difference).
+output of the whole file (tests/test_enhance.py bounds the difference). `--stream` runs a
+causal LSTM checkpoint hop by hop instead, its state carried from one hop to the next
+(models/streaming.py, the form `python -m trainer.export` writes): the output a real-time
+deployment would give, with no chunks, in constant memory, and its level a running RMS
+over the past `--level-seconds`.
 
 `--score` rates every input and output with DNSMOS P.835 (reference-free;
 trainer/dnsmos.py) into `<out>/dnsmos.csv` and prints the means. Existing outputs are
@@ -38,6 +43,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from models.lstm import LSTMEnhancer
+from models.streaming import StreamingEnhancer
+from models.streaming import run as run_stream
 from trainer.build import build_task
 from trainer.checkpoint import CheckpointError
 from trainer.data import audio_io
@@ -86,6 +94,16 @@ def enhance(model, audio: torch.Tensor, chunk: int, overlap: int, batch: int, de
     return (out / weight.clamp_min(1e-8))[:n]
 
 
+@torch.no_grad()
+def enhance_streaming(step: StreamingEnhancer, audio: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`audio` (time,) hop by hop with carried state, realigned: the stream's output lags by
+    n_fft - hop samples, so that many zeros are fed after the end and the lag cut off."""
+    delay = step.n_fft - step.hop
+    x = torch.nn.functional.pad(audio, (0, delay))[None].to(device)
+    state = tuple(s.to(device) for s in step.initial_state(1))
+    return run_stream(step, x, state, step.hop)[0, delay : delay + audio.shape[-1]].float().cpu()
+
+
 def outputs_for(source: Path, files: list[Path], out_dir: Path, fmt: str | None) -> list[Path]:
     base = source if source.is_dir() else source.parent
     return [
@@ -104,7 +122,8 @@ def process(path: Path, target: Path, model, task: AudioTask, args, device: torc
         x = torch.from_numpy(np.ascontiguousarray(channel))
         if rate != model_rate:
             x = AF.resample(x, *audio_io._ratio(path, rate, model_rate))
-        y = enhance(model, x, chunk, overlap, args.batch, device)
+        y = (enhance_streaming(model, x, device) if isinstance(model, StreamingEnhancer)
+             else enhance(model, x, chunk, overlap, args.batch, device))  # fmt: skip
         if out_rate != model_rate:
             y = AF.resample(y, *audio_io._ratio(path, model_rate, out_rate))
         length = len(channel) if out_rate == rate else y.shape[-1]
@@ -132,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--stream", action="store_true", help="causal LSTM checkpoints: hop by hop with carried state, no chunks"
+    )
+    parser.add_argument("--level-seconds", type=float, default=3.0, help="--stream: the running level's time constant")
+    parser.add_argument(
         "--score", action="store_true", help="DNSMOS P.835 of every input and output: <out>/dnsmos.csv and means"
     )
     args = parser.parse_args(argv)
@@ -147,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.checkpoint}: a transducer ({type(task).__name__}) checkpoint maps audio to tokens, "
                 "not to audio; trainer.enhance runs denoise and superres models"
             )
+        if args.stream:
+            if not isinstance(model, LSTMEnhancer) or model.rnn.lstm.bidirectional:
+                raise CheckpointError(
+                    f"{args.checkpoint}: --stream needs a causal (unidirectional) LSTM enhancer, "
+                    f"not {type(model).__name__}{' (bidirectional)' if isinstance(model, LSTMEnhancer) else ''}"
+                )
+            if not args.level_seconds > 0:
+                parser.error("--level-seconds must be > 0")
+            model = StreamingEnhancer(model, task.sample_rate, level_seconds=args.level_seconds).to(device).eval()
         if args.source.is_dir():
             files = audio_io.list_audio(args.source, recursive=True)
         elif args.source.is_file():
