@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+OPTUNA_SWEEPER := 1.3.0
 
-.PHONY: train test lint bench clean-venv
+.PHONY: train test lint bench dashboard clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# second, without its dependencies: the released Optuna sweeper declares optuna<3 but runs
+	@# on the Optuna 4 installed above (pyproject.toml explains; pip warns about the pin)
+	$(PY) -m pip install -q --no-deps 'hydra-optuna-sweeper==$(OPTUNA_SWEEPER)'
 	touch $(STAMP)
 
 train: $(STAMP)  ## the default job: speech enhancement on the embedded dataset
@@ -21,6 +25,9 @@ test: $(STAMP)  ## the test suite, on CPU, one pytest-xdist worker per core (at 
 lint: $(STAMP)  ## ruff: the checks of pyproject.toml [tool.ruff] and the formatting, changing nothing
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+dashboard: $(STAMP)  ## optuna-dashboard on the studies (STORAGE=<url>, default outputs/optuna.db; PORT=8080)
+	$(PY) -m sweeps.dashboard $(STORAGE) --port $(or $(PORT),8080)
 
 bench: $(STAMP)  ## engine overhead and data throughput
 	$(PY) -m sweeps.bench_engine

@@ -173,7 +173,9 @@ def report(storage: str, study_name: str, out: Path) -> str:
     from sweeps.tables import print_table, write_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    from trainer.optuna_compat import open_storage
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     out.mkdir(parents=True, exist_ok=True)
     columns, rows = trial_rows(study)
     states = {s: sum(r[1] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}

@@ -35,7 +35,10 @@ PINNED = [
 
 def search(tmp: Path, study: str, *extra: str, storage: str | None = None, check: bool = True, timeout: float = 300):
     storage = storage or f"sqlite:///{tmp}/optuna.db"
+    flags = [a for a in extra if a == "-m"]  # Hydra wants -m (for a sweep override like choice()) first
+    extra = tuple(a for a in extra if a != "-m")
     return cli(
+        *flags,
         "+search=denoise_lstm",
         *FIXED,
         f"hydra.sweeper.storage={storage}",
@@ -300,7 +303,7 @@ def postgres(tmp_path):
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
-    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
     _workers(tmp_path, "shared_pg", postgres)
     _check_shared_study(tmp_path, "shared_pg", postgres)
 

@@ -1,12 +1,13 @@
-"""Every use of Optuna's private API in the project, in one place: the RDB storage with
-the fixes long searches need (`open_storage`), and the storage calls a study does not
-expose publicly (trial ids, attributes and states of trials other than the current one,
-heartbeats). Written against Optuna 2.10's storage API."""
+"""Every use of Optuna's private API in the project, in one place: the storage with what
+long searches need (`open_storage`: RDB or journal), and the storage calls a study does
+not expose publicly (trial ids, attributes and states of trials other than the current
+one, heartbeats). Written against Optuna 4.9's storage API."""
 
 from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -27,7 +28,7 @@ def fail(study, trial_id: int) -> None:
     """Mark a trial that is not this process's own as FAIL."""
     from optuna.trial import TrialState
 
-    study._storage.set_trial_state(trial_id, TrialState.FAIL)
+    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
 def number(study, trial_id: int) -> int:
@@ -43,39 +44,27 @@ def stale_trial_ids(storage, study) -> list[int]:
     return storage._get_stale_trial_ids(study._study_id)
 
 
+def modern(distribution):
+    """The distribution in Optuna 3+'s classes. The released sweeper still builds the
+    deprecated ones (LogUniformDistribution, ...); an upgraded study holds their
+    replacements (FloatDistribution, ...), and Optuna refuses to mix the two kinds under
+    one parameter name."""
+    from optuna.distributions import _convert_old_distribution_to_new_distribution
+
+    return _convert_old_distribution_to_new_distribution(distribution)
+
+
+def distribution_key(distribution) -> str:
+    """A distribution as JSON, to compare search spaces."""
+    from optuna.distributions import distribution_to_json
+
+    return distribution_to_json(modern(distribution))
+
+
 def suggest(trial, name: str, distribution) -> Any:
     """Draw one parameter from an Optuna distribution object (what the released sweeper
     parses the search space into)."""
     return trial._suggest(name, distribution)
-
-
-@functools.cache
-def _storage_class():
-    import optuna
-    from optuna.storages import RDBStorage
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-    from sqlalchemy import func, orm
-
-    class Storage(RDBStorage):
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            grace = self.grace_period or 2 * self.heartbeat_interval
-            stale = []
-            with _create_scoped_session(self.scoped_session, True) as session:
-                now = session.execute(func.now()).scalar().replace(tzinfo=None)
-                running = (
-                    session.query(models.TrialModel)
-                    .options(orm.selectinload(models.TrialModel.heartbeats))
-                    .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
-                    .filter(models.TrialModel.study_id == study_id)
-                    .all()
-                )
-                for trial in running:
-                    if trial.heartbeats and (now - trial.heartbeats[0].heartbeat).total_seconds() > grace:
-                        stale.append(trial.trial_id)
-            return stale
-
-    return Storage
 
 
 def _write_ahead_log(engine) -> None:
@@ -94,24 +83,65 @@ def _write_ahead_log(engine) -> None:
     engine.dispose()  # connections opened during set-up are replaced by ones with the pragmas
 
 
+JOURNAL = "journal://"
+
+
+@functools.cache
+def _journal_class():
+    from optuna.storages import JournalStorage
+    from optuna.trial import TrialState
+
+    class JournalWithHeartbeat(JournalStorage):
+        """Optuna's journal storage (one append-only file, no server) has no heartbeats:
+        this records them as a trial system attribute and finds stale RUNNING trials the
+        way the RDB storage does (no beat for `grace_period`; a trial that never beat
+        counts from its start)."""
+
+        heartbeat_interval: int | None = None
+        grace_period: int | None = None
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            self.set_trial_system_attr(trial_id, "heartbeat", time.time())
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            grace = self.grace_period or 2 * (self.heartbeat_interval or 60)
+            now = time.time()
+            running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            last = {t._trial_id: t.system_attrs.get("heartbeat", t.datetime_start.timestamp()) for t in running}
+            return [trial_id for trial_id, beat in last.items() if now - beat > grace]
+
+    return JournalWithHeartbeat
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
-    """An Optuna RDB storage for `url`, with what long searches on shared machines need:
-    a busy timeout for SQLite (several workers write to one file), heartbeats, and stale
-    detection that counts days (Optuna 2.10 compares `timedelta.seconds`, which wraps
-    every 24 hours, so a trial killed two days ago would look fresh)."""
+    """An Optuna storage for `url`: `journal:///path/to/file.log` (a journal file, for many
+    workers on a shared filesystem without a database server) or an RDB URL (SQLite,
+    PostgreSQL, MySQL), with what long searches on shared machines need: a busy timeout
+    for SQLite (several workers write to one file), WAL mode, and heartbeats."""
+    if url.startswith(JOURNAL):
+        path = url[len(JOURNAL) :]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        # the open(O_CREAT | O_EXCL) lock also works on NFS, where symlink locks may not
+        storage = _journal_class()(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        storage.heartbeat_interval, storage.grace_period = heartbeat_interval, grace_period
+        return storage
+    from optuna.storages import RDBStorage
     from sqlalchemy.pool import QueuePool
 
     sqlite = url.startswith("sqlite")
-    # SQLite: keep connections (SQLAlchemy 1.4 opens a new one per session for files) and
-    # wait up to a minute for another worker's write lock instead of failing.
+    # SQLite: keep connections (SQLAlchemy opens a new one per session for files) and wait
+    # up to a minute for another worker's write lock instead of failing. Other servers:
+    # check a pooled connection before use, and give up on an unreachable host in 10 s.
     engine_kwargs = (
         {"poolclass": QueuePool, "connect_args": {"timeout": 60, "check_same_thread": False}}
         if sqlite
-        else {"pool_pre_ping": True}
+        else {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10} if url.startswith("postgres") else {}}
     )
     for attempt in range(5):
         try:
-            storage = _storage_class()(
+            storage = RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
             )
             if sqlite:

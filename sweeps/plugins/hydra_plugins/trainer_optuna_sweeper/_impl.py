@@ -3,10 +3,12 @@ so it is kept out of the plugin module that Hydra imports in every run: a run th
 not search pays nothing for it (about 2 s of start-up)."""
 
 # No `from __future__ import annotations`: see sweeper.py.
+import functools
 import logging
 import math
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,6 +59,64 @@ class Heartbeat:
         self.thread.join()
 
 
+def tell(study: optuna.Study, trial, **kwargs) -> None:
+    """study.tell, minus one complaint: a grid sampler calls `study.stop()` once the grid is
+    done, which Optuna allows only inside `study.optimize` (the state is stored before)."""
+    try:
+        study.tell(trial, **kwargs)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
+def grid_choices(name: str, distribution) -> list:
+    """The grid sampler's values for one dimension: every choice, or every step of an int
+    or stepped float interval, both ends included."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntDistribution) and not distribution.log:
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
+        n = int(round((distribution.high - distribution.low) / distribution.step)) + 1
+        return [distribution.low + i * distribution.step for i in range(n)]
+    raise ValueError(
+        f"hydra.sweeper.params.{name}: hydra/sweeper/sampler=grid needs discrete values "
+        "(choice(...), int(interval(...)) or a stepped interval), not a continuous range"
+    )
+
+
+def check_search_space(study: optuna.Study, distributions: dict) -> None:
+    """Refuse a search space that differs from the one the study was begun with (Optuna
+    would mix the two silently, or fail one trial at a time); record it on a new study."""
+    from optuna.distributions import json_to_distribution
+
+    space = {name: compat.distribution_key(d) for name, d in sorted(distributions.items())}
+    stored = study.user_attrs.get("search_space")
+    if stored is None:  # a study begun before the check: the space of its latest trial
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.distributions]
+        if earlier:
+            stored = {name: compat.distribution_key(d) for name, d in sorted(earlier[-1].distributions.items())}
+    if stored is not None and stored != space:
+
+        def show(js):
+            return repr(json_to_distribution(js)) if js else "(absent)"
+
+        changed = [
+            f"{name}: {show(stored.get(name))} -> {show(space.get(name))}"
+            for name in sorted(set(stored) | set(space))
+            if stored.get(name) != space.get(name)
+        ]
+        raise ValueError(
+            f"study {study.study_name!r} was begun with another search space ({'; '.join(changed)}). "
+            f"Start a new study for the new space (hydra.sweeper.study_name={study.study_name}_v2) "
+            "or restore the old one."
+        )
+    if "search_space" not in study.user_attrs:
+        study.set_user_attr("search_space", space)
+
+
 class ResilientSweeperImpl(OptunaSweeperImpl):
     def __init__(self, *args, heartbeat_interval: int, grace_period: int, max_duplicate_draws: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,7 +149,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             if sum(counted(t) or t.state == TrialState.RUNNING for t in previous) >= self.n_trials:
                 # another worker took the last slot between our count and our ask
                 compat.set_user_attr(study, compat.trial_id(trial), "surplus", True)
-                study.tell(trial, state=TrialState.FAIL)
+                tell(study, trial, state=TrialState.FAIL)
                 return None
             try:
                 # The released _configure_trials also copies every fixed override into a
@@ -101,7 +161,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                     self.custom_search_space_extender(self.config, trial)
             except ValueError as err:  # e.g. a parameter's distribution changed since the study began
                 compat.set_user_attr(study, compat.trial_id(trial), "aborted", str(err))
-                study.tell(trial, state=TrialState.FAIL)
+                tell(study, trial, state=TrialState.FAIL)
                 raise ValueError(
                     f"study {study.study_name!r}: this search space does not fit the trials already in it ({err}). "
                     "Start a new study (hydra.sweeper.study_name=...) or restore the search space."
@@ -113,7 +173,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             if twin is None:
                 return trial
             compat.set_user_attr(study, compat.trial_id(trial), "duplicate_of", twin.number)
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             log.info("trial %d repeated trial %d's parameters; drawing again", trial.number, twin.number)
         raise RuntimeError(
             f"{self.max_duplicate_draws + 1} draws in a row repeated tried parameters: the search space looks exhausted"
@@ -147,11 +207,11 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             err = ret._return_value
             reason = f"{type(err).__name__}: {err}"
             compat.set_user_attr(study, compat.trial_id(trial), "reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, reason)
             return True
         if status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            tell(study, trial, state=TrialState.PRUNED)
             log.info("trial %d pruned: %s", trial.number, outcome.get("reason"))
             return False
         values = ret.return_value if n_directions > 1 else [ret.return_value]
@@ -162,11 +222,43 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         if status == "diverged" or len(values) != n_directions or not all(math.isfinite(v) for v in values):
             reason = outcome.get("reason") or f"returned {ret.return_value!r}"
             compat.set_user_attr(study, compat.trial_id(trial), "reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             log.warning("trial %d failed (%s): %s", trial.number, status or "bad value", reason)
             return True
-        study.tell(trial, state=TrialState.COMPLETE, values=values)
+        tell(study, trial, state=TrialState.COMPLETE, values=values)
         return False
+
+    def _open_study(self, directions: list[str]):
+        """The storage and the study, or an error naming `hydra.sweeper.storage` before any
+        trial starts (a malformed URL, an unreachable server, a missing driver, a schema
+        from an older Optuna)."""
+        url = str(self.storage)
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            storage = open_storage(url, self.heartbeat_interval, self.grace_period)
+            with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": ask/tell here
+                warnings.simplefilter("ignore", UserWarning)
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=storage,
+                    sampler=self.sampler,
+                    directions=directions,
+                    load_if_exists=True,
+                )
+        except Exception as err:
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "storage upgrade" in str(err):
+                raise ValueError(
+                    f"hydra.sweeper.storage={url}: this study storage was written by an older Optuna. Back it up, "
+                    f"then upgrade it once: optuna storage upgrade --storage '{url}' (docs/search.md, "
+                    "'Studies from Optuna 2.10')"
+                ) from None
+            raise ValueError(
+                f"hydra.sweeper.storage={url}: cannot open the study storage ({type(err).__name__}: {text}). "
+                "Expected sqlite:///<path>.db, postgresql://<user>@<host>/<database> or journal:///<path>.log"
+            ) from None
+        return storage, study
 
     # -- the loop -------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> None:
@@ -175,21 +267,17 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
         for name in fixed:
             distributions.pop(name, None)
-        if isinstance(self.sampler, __import__("functools").partial):
-            raise ValueError(
-                "hydra/sweeper/sampler=grid is not supported by trainer_optuna; use the released `optuna` sweeper"
-            )
-        if str(self.storage).startswith("sqlite:///"):
-            Path(str(self.storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        distributions = {name: compat.modern(d) for name, d in distributions.items()}
+        if isinstance(self.sampler, functools.partial):  # hydra/sweeper/sampler=grid
+            grid = {name: grid_choices(name, d) for name, d in distributions.items()}
+            self.sampler = self.sampler(grid)
+            size = math.prod(len(v) for v in grid.values())
+            if self.n_trials > size:
+                log.info("the grid has %d points: n_trials %d -> %d", size, self.n_trials, size)
+                self.n_trials = size
         directions = self._get_directions()
-        storage = open_storage(str(self.storage), self.heartbeat_interval, self.grace_period)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self.sampler,
-            directions=directions,
-            load_if_exists=True,
-        )
+        storage, study = self._open_study(directions)
+        check_search_space(study, distributions)
         self._fail_stale(study, storage)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,19 @@ launcher set-up) and replaces its sweep loop to close three known gaps:
 # Hydra imports this module in every run to find its plugins; Optuna is imported only by
 # _impl (a module Hydra's scan skips, as its name starts with "_") when a search starts.
 from dataclasses import dataclass
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
+
+try:
+    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, SamplerConfig, TPESamplerConfig
+except ImportError as err:  # Hydra shows this as a warning; runs that do not search go on
+    raise ImportError(
+        "hydra/sweeper=trainer_optuna needs the released Optuna sweeper, installed without its optuna<3 pin: "
+        "pip install --no-deps hydra-optuna-sweeper==1.3.0 (README, Quick start)"
+    ) from err
 
 
 @dataclass
@@ -43,6 +51,41 @@ class TrainerOptunaSweeperConf(OptunaSweeperConf):
 
 ConfigStore.instance().store(
     group="hydra/sweeper", name="trainer_optuna", node=TrainerOptunaSweeperConf, provider="audio-sweeps"
+)
+
+
+# Samplers beside the released plugin's tpe, random, cmaes, nsgaii and grid
+# (hydra/sweeper/sampler=<name>):
+@dataclass
+class GPSamplerConfig(SamplerConfig):
+    """Optuna's Gaussian-process sampler (4.x): strong on small budgets of continuous
+    parameters, single- and multi-objective."""
+
+    _target_: str = "optuna.samplers.GPSampler"
+    seed: Optional[int] = None
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+
+
+@dataclass
+class GridSamplerConfig(SamplerConfig):
+    """Every combination of the discrete search dimensions, in random order; the grid
+    itself is built from hydra.sweeper.params when the sweep starts. The released config
+    has no seed, which the presets set."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper/sampler", name="gp", node=GPSamplerConfig, provider="audio-sweeps")
+ConfigStore.instance().store(
+    group="hydra/sweeper/sampler", name="grid", node=GridSamplerConfig, provider="audio-sweeps"
+)
+# Optuna 4 removed MOTPESampler: TPESampler itself handles several objectives now. The
+# name stays, so that `sampler=motpe` from older configs keeps working.
+ConfigStore.instance().store(
+    group="hydra/sweeper/sampler", name="motpe", node=TPESamplerConfig, provider="audio-sweeps"
 )
 
 
