@@ -199,3 +199,18 @@ def test_dashboard_shows_the_trials_and_the_best_value_in_a_browser(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_project_sampler_configs_win_whatever_the_plugin_path_order():
+    """Launcher workers get sweeps/plugins first on PYTHONPATH; Hydra's scan then runs the
+    released plugin's config after this project's, which must not undo its grid (seeded)
+    and motpe (TPE on Optuna 4)."""
+    import os
+
+    from tests.conftest import cli
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "sweeps" / "plugins")}
+    grid = cli("+search=denoise_lstm", "hydra/sweeper/sampler=grid", "--cfg", "hydra", env=env, check=True)
+    assert "_target_: optuna.samplers.GridSampler" in grid.stdout and "seed: 0" in grid.stdout
+    motpe = cli("+search=denoise_pareto", "hydra/sweeper/sampler=motpe", "--cfg", "hydra", env=env, check=True)
+    assert "_target_: optuna.samplers.TPESampler" in motpe.stdout

@@ -238,6 +238,16 @@ def register() -> None:
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(root) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, paths)])
+    # Scan the plugins now, then store this project's sampler configs last (see
+    # sweeper.register_samplers: the scan re-executes the released plugin's config).
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    try:
+        from hydra_plugins.trainer_optuna_sweeper.sweeper import register_samplers
+    except ImportError:  # the released sweeper is not installed: Hydra's scan warned, searches cannot run
+        return
+    register_samplers()
 
 
 def _locate(target: str) -> Any:

@@ -78,15 +78,21 @@ class GridSamplerConfig(SamplerConfig):
     seed: Optional[int] = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper/sampler", name="gp", node=GPSamplerConfig, provider="audio-sweeps")
-ConfigStore.instance().store(
-    group="hydra/sweeper/sampler", name="grid", node=GridSamplerConfig, provider="audio-sweeps"
-)
-# Optuna 4 removed MOTPESampler: TPESampler itself handles several objectives now. The
-# name stays, so that `sampler=motpe` from older configs keeps working.
-ConfigStore.instance().store(
-    group="hydra/sweeper/sampler", name="motpe", node=TPESamplerConfig, provider="audio-sweeps"
-)
+def register_samplers() -> None:
+    """Store gp, and this project's grid and motpe over the released plugin's. Hydra's
+    plugin scan re-executes every plugin module it walks, in path order, so where this
+    folder comes first (it is on PYTHONPATH for launcher workers) the released config would
+    store its own grid and motpe again afterwards: trainer/config.py calls this once more
+    after the scan."""
+    store = ConfigStore.instance().store
+    store(group="hydra/sweeper/sampler", name="gp", node=GPSamplerConfig, provider="audio-sweeps")
+    store(group="hydra/sweeper/sampler", name="grid", node=GridSamplerConfig, provider="audio-sweeps")
+    # Optuna 4 removed MOTPESampler: TPESampler itself handles several objectives now. The
+    # name stays, so that `sampler=motpe` from older configs keeps working.
+    store(group="hydra/sweeper/sampler", name="motpe", node=TPESamplerConfig, provider="audio-sweeps")
+
+
+register_samplers()
 
 
 class TrainerOptunaSweeper(Sweeper):
