@@ -48,6 +48,19 @@ from models.representations import FrameDFT
 STATE_NAMES = ("frame", "overlap", "h", "c", "level")
 
 
+def is_streamable(model) -> bool:
+    """A causal LSTM enhancer: the one model with a hop-by-hop form."""
+    return isinstance(model, LSTMEnhancer) and not model.rnn.lstm.bidirectional
+
+
+def _exportable_copy(model: LSTMEnhancer):
+    """A copy of `model` in export-safe operations, with its (n_fft, hop)."""
+    model = copy.deepcopy(model)
+    model.rep.exportable()
+    rep = model.rep
+    return model, (rep.frame, rep.hop) if hasattr(rep, "frame") else (rep.stft.n_fft, rep.stft.hop_length)
+
+
 class StreamingEnhancer(nn.Module):
     def __init__(
         self,
@@ -61,10 +74,8 @@ class StreamingEnhancer(nn.Module):
             raise ValueError("a bidirectional LSTM reads the future: it has no streaming form (export it whole)")
         if not level_seconds > 0:
             raise ValueError(f"level_seconds must be > 0 (inf: never forget), got {level_seconds}")
-        model = copy.deepcopy(model)
-        model.rep.exportable()
+        model, (self.n_fft, self.hop) = _exportable_copy(model)
         rep = model.rep
-        self.n_fft, self.hop = (rep.frame, rep.hop) if hasattr(rep, "frame") else (rep.stft.n_fft, rep.stft.hop_length)
         self.sample_rate = sample_rate
         self.rep, self.norm, self.lstm, self.head = rep, model.norm, model.rnn.lstm, model.head
         self.floor = model.level.floor
@@ -142,11 +153,9 @@ class WholeUtterance(nn.Module):
 
     def __init__(self, model: LSTMEnhancer):
         super().__init__()
-        model = copy.deepcopy(model)
-        model.rep.exportable()
+        model, (self.n_fft, self.hop) = _exportable_copy(model)
         rep = model.rep
         self.stft = not hasattr(rep, "frame")
-        self.n_fft, self.hop = (rep.stft.n_fft, rep.stft.hop_length) if self.stft else (rep.frame, rep.hop)
         if self.n_fft % self.hop:
             raise ValueError(f"export needs model.n_fft ({self.n_fft}) to be a multiple of model.hop ({self.hop})")
         self.ratio = self.n_fft // self.hop

@@ -44,7 +44,7 @@ import torch
 import torchaudio.functional as AF
 
 from models.lstm import LSTMEnhancer
-from models.streaming import StreamingEnhancer
+from models.streaming import StreamingEnhancer, is_streamable
 from models.streaming import run as run_stream
 from trainer.build import build_task
 from trainer.checkpoint import CheckpointError
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 "not to audio; trainer.enhance runs denoise and superres models"
             )
         if args.stream:
-            if not isinstance(model, LSTMEnhancer) or model.rnn.lstm.bidirectional:
+            if not is_streamable(model):
                 raise CheckpointError(
                     f"{args.checkpoint}: --stream needs a causal (unidirectional) LSTM enhancer, "
                     f"not {type(model).__name__}{' (bidirectional)' if isinstance(model, LSTMEnhancer) else ''}"

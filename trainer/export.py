@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from models.lstm import LSTMEnhancer
-from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, run
+from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, is_streamable, run
 from trainer.atomic import atomic_write
 from trainer.build import build_task
 from trainer.checkpoint import CheckpointError
@@ -45,10 +45,6 @@ TOLERANCE = 1e-4
 OPSET = 18
 FORMATS = ("torchscript", "onnx")
 REFUSED = 2
-
-
-def is_streamable(model) -> bool:
-    return isinstance(model, LSTMEnhancer) and not model.rnn.lstm.bidirectional
 
 
 def test_signal(sample_rate: int, seconds: float = 2.0, batch: int = 2) -> torch.Tensor:
