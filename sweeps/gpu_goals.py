@@ -8,7 +8,9 @@ prints each goal beside the measured figure:
 
 * bf16 + compile >= 2.5x fp32 eager (the best compiled bf16 row);
 * bf16 eager >= 1.0x fp32 eager;
-* data wait <= 2% of the step at the fastest setting;
+* data wait <= 2% of the step at the fastest setting, for each data source in the report
+  (`data=folder_mix` rows are kept apart: the speed and quality goals use the embedded
+  data's rows only);
 * MFU >= 25% (every row's MFU is listed);
 * the same validation quality as fp32: each row's best metric against the fp32 eager row,
   next to the spread of the fp32 rows (cudnn.benchmark and compile modes change rounding
@@ -53,6 +55,7 @@ def read(path: Path) -> list[dict]:
                     "baseline": "(baseline)" in row["run"],
                     "precision": choices.get("precision", "fp32"),
                     "compile": choices.get("compile", "none"),
+                    "data": choices.get("data", "synthetic"),
                     "samples_s": _number(row["samples/s"]),
                     "speedup": _number(row.get("speedup", "")),
                     "data_wait": (_number(row.get("data wait", "")) or 0.0) / 100,
@@ -68,6 +71,14 @@ def read(path: Path) -> list[dict]:
 
 def goals(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
     """(goal, target, measured, met) for each goal."""
+    sources = sorted({r["data"] for r in rows}, key=lambda d: (d != "synthetic", d))
+    waits = []
+    for data in sources:
+        fastest = max((r for r in rows if r["data"] == data), key=lambda r: r["samples_s"])
+        label = "data wait at the fastest setting" + ("" if data == "synthetic" else f" ({data})")
+        waits.append((label, "<= 2%", f"{100 * fastest['data_wait']:.1f}% ({fastest['run']})",
+                      fastest["data_wait"] <= GOALS["data_wait"]))  # fmt: skip
+    rows = [r for r in rows if r["data"] == "synthetic"] or rows
     base = next((r for r in rows if r["baseline"]), None) or next(
         (r for r in rows if r["precision"] == "fp32" and r["compile"] == "none"), None
     )
@@ -87,9 +98,7 @@ def goals(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
                         f"{speedup(best):.2f}x ({best['run']})", speedup(best) >= GOALS[goal]))  # fmt: skip
         else:
             out.append((f"{name} vs fp32 eager", f">= {GOALS[goal]:.1f}x", "no row", None))
-    fastest = max(rows, key=lambda r: r["samples_s"])
-    out.append(("data wait at the fastest setting", "<= 2%", f"{100 * fastest['data_wait']:.1f}% ({fastest['run']})",
-                fastest["data_wait"] <= GOALS["data_wait"]))  # fmt: skip
+    out += waits
     mfus = [r["mfu"] for r in rows if r["mfu"] is not None]
     if mfus:
         out.append(("MFU", ">= 25%", f"{100 * min(mfus):.1f}% to {100 * max(mfus):.1f}%", max(mfus) >= GOALS["mfu"]))

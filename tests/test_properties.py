@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from trainer.data import audio_io
 from trainer.data.audio_io import AudioError
-from trainer.data.augment import Augment, Augmented
+from trainer.data.augment import Augment
 from trainer.data.folder import FolderMix
+from trainer.data.staged import Staged
 
 RATES = [8000, 11025, 16000, 22050, 44100, 48000]
 TARGET_RATE, SEGMENT = 16000, 0.25
@@ -64,7 +65,7 @@ def test_folder_mix_plus_augmentation_gives_finite_fixed_length_deterministic_ex
             p_reverb=0.5,
             seed=3,
         )
-        train = Augmented(source.train(), augment)
+        train = Staged(augment.around(source.train_stages()))
         first, again = train[key], train[key]
         for name_, x in first.items():
             assert x.dtype == torch.float32 and x.shape == (int(TARGET_RATE * SEGMENT),), name_

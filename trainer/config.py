@@ -111,6 +111,9 @@ class TrainerConfig:
     device: str = "auto"  # auto = cuda when present, else cpu; or cpu, cuda, cuda:1, ...
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     num_workers: int = 0  # 0 is fastest on few cores: mixing is cheap, worker IPC is not (see README)
+    # Mixing and augmentation as batched ops on the training device, after the copy; the
+    # loader only draws and reads (trainer/data/staged.py). For a GPU the CPU cannot feed.
+    data_on_device: bool = False
     log_every: int = 25  # optimizer steps between train-writer points (and host syncs)
     checkpoint_every: int = 0  # optimizer steps between mid-epoch `last` saves; 0 = per epoch only
     progress: Progress = Progress.auto

@@ -57,7 +57,9 @@ def train_step(
     for i, batch in enumerate(micro_batches):
         if p.place.cuda_graphs:  # each micro-batch a new CUDA-graph step: accumulation replays the graphs
             torch.compiler.cudagraph_mark_step_begin()
-        inputs, target = p.task.pair(to_device(batch, p.place.device))
+        # mixing and augmentation, where trainer.data_on_device moved them (trainer/data/staged.py)
+        batch = p.feed.finish(to_device(batch, p.place.device))
+        inputs, target = p.task.pair(batch)
         with no_sync(net.ddp, last=i == accum - 1):  # DDP: one gradient all-reduce per step
             with opt.precision.autocast():
                 output = net.trained(inputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -10,6 +11,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from trainer.data.loader import EpochSampler
+from trainer.data.staged import Batch, unchanged
 from trainer.diagnostics import GradientDiagnostics
 from trainer.distributed import Dist
 from trainer.placement import Network, Precision, ShapeGuard
@@ -36,6 +38,9 @@ class Feed:
     valid_loader: DataLoader
     steps_per_epoch: int
     shape_guard: ShapeGuard  # warns when shapes vary under CUDA graphs
+    # what each training batch needs on the device before the step (trainer/data/staged.py):
+    # mixing and augmentation with trainer.data_on_device, nothing otherwise
+    finish: Callable[[Batch], Batch] = unchanged
 
 
 @dataclass(kw_only=True)

@@ -29,8 +29,8 @@ from trainer.build import (
 )
 from trainer.checkpoint import Checkpointer, load, restore
 from trainer.config import GROUPS, ConfigError, validate
-from trainer.data.augment import Augmented
 from trainer.data.loader import train_loader, valid_loader
+from trainer.data.staged import training_set, unchanged
 from trainer.diagnostics import GradientDiagnostics
 from trainer.distributed import Dist
 from trainer.engine import Logs, train
@@ -94,17 +94,17 @@ def assemble(cfg: DictConfig) -> Parts:
     optimizer = build_optimizer(cfg.optim, network.raw)
     per_epoch_batches = t.steps_per_epoch * t.grad_accum if t.steps_per_epoch is not None else None
     datasets = time.perf_counter()
-    train_set, valid_set = data.train(), data.valid()  # the embedded corpus is rendered (or read) here
-    valid_set = capped(valid_set, t.validation.max_examples)
-    seconds = {"datasets": time.perf_counter() - datasets}
     augment = build_augment(cfg.augment)
-    if augment.active:
-        if not isinstance(task, AudioTask):
-            raise ConfigError(
-                f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; "
-                "use augment=none"
-            )
-        train_set = Augmented(train_set, augment)
+    if augment.active and not isinstance(task, AudioTask):
+        raise ConfigError(
+            f"augment: audio-pair augmentation (noisy/clean) does not apply to {type(task).__name__}; use augment=none"
+        )
+    # the embedded corpus is rendered (or read) here
+    train_set, finish = training_set(data, augment, t.data_on_device)
+    valid_set = capped(data.valid(), t.validation.max_examples)
+    seconds = {"datasets": time.perf_counter() - datasets}
+    if t.data_on_device and finish is unchanged:
+        log.warning("trainer.data_on_device: %s has no mixing or augmentation to move", type(data).__name__)
     loader, sampler = train_loader(
         train_set,
         data.infinite,
@@ -128,6 +128,7 @@ def assemble(cfg: DictConfig) -> Parts:
             sampler=sampler,
             valid_loader=valid_loader(valid_set, t.val_batch_size, dist.rank, dist.world),
             steps_per_epoch=steps_per_epoch,
+            finish=finish,
             shape_guard=ShapeGuard(graphs),
         ),
         place=Placement(device=device, dist=dist, cuda_graphs=graphs and device.type == "cuda"),

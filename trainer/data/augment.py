@@ -12,14 +12,16 @@ the others draw for the same key (an ablation changes one thing).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
-from torch.utils.data import Dataset
 
+from trainer.data import staged
 from trainer.data.checks import span
+from trainer.data.staged import Stages, unbatch
 
 PEAK = 0.99  # outputs are scaled (never clipped) to stay below this
 # Direct-to-reverberant ratio of the synthetic rooms: from a far talker in a live room
@@ -60,17 +62,38 @@ def room_impulse_response(rt60: float, sample_rate: int, rng: np.random.Generato
     return torch.from_numpy(rir / np.sqrt(np.sum(rir**2))).float()
 
 
-def _lowpass(x: torch.Tensor, sample_rate: int, cutoff: float) -> torch.Tensor:
-    """Two cascaded Butterworth biquads (-24 dB/octave): a band-limited channel.
-
-    torchaudio's lfilter clamps to [-1, 1]; the filter is linear, so run it with headroom
-    (its gain never reaches 4) and scale back rather than let it clip.
-    """
-    scale = 4.0 * float(x.abs().max()) + 1e-12
-    y = x / scale
+def _lowpass(x: torch.Tensor, cutoff: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Two cascaded Butterworth biquads (-24 dB/octave), each row at its own cutoff: a
+    band-limited channel. The coefficients are torchaudio's `lowpass_biquad` (Q = 1/sqrt 2);
+    one batched `lfilter` runs them on any device, unclamped (the filter is linear and its
+    gain never reaches 4; the peak guard below scales the result anyway)."""
+    w0 = 2 * math.pi * cutoff.to(x)[:, None] / sample_rate
+    alpha, cos = torch.sin(w0) / 2 / (1 / math.sqrt(2)), torch.cos(w0)
+    b = torch.cat([(1 - cos) / 2, 1 - cos, (1 - cos) / 2], dim=1)
+    a = torch.cat([1 + alpha, -2 * cos, 1 - alpha], dim=1)
     for _ in range(2):
-        y = AF.lowpass_biquad(y, sample_rate, cutoff)
-    return y * scale
+        x = AF.lfilter(x, a, b, clamp=False, batching=True)
+    return x
+
+
+def _roll(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Row i rolled by shift[i], as torch.roll rolls it."""
+    if staged.batched_path(x.device):  # one gather
+        at = (torch.arange(x.shape[-1], device=x.device) - shift.to(x.device)[:, None]) % x.shape[-1]
+        return torch.gather(x, 1, at)
+    return torch.stack([torch.roll(row, s) for row, s in zip(x, shift.tolist())])
+
+
+def _rows(x: torch.Tensor, on: torch.Tensor, transform) -> torch.Tensor:
+    """`transform` of the rows where `on`, the others kept: all rows then a select, or only
+    those rows, as `staged.batched_path` says for the device."""
+    if staged.batched_path(x.device):
+        return torch.where(on[:, None], transform(x, slice(None)), x)
+    index = on.nonzero().squeeze(1)
+    out = x.clone()
+    if len(index):
+        out[index] = transform(x[index], index)
+    return out
 
 
 class Augment:
@@ -121,79 +144,118 @@ class Augment:
         # A sequence, not an arithmetic mix: no two (seed, key) pairs can share a stream.
         return np.random.default_rng([self.seed, int(key), stage])
 
-    def __call__(self, example: dict[str, torch.Tensor], key: int) -> dict[str, torch.Tensor]:
-        """A new example with the same keys and length; the input tensors are not touched."""
-        if not self.active:
-            return dict(example)
-        clean = example["clean"].float()
-        noisy = example["noisy"].float() if "noisy" in example else None
-        noise = noisy - clean if noisy is not None else None
-        sr = self.sample_rate
+    def _rir_length(self) -> int:
+        return max(2, int(1.2 * self.rt60_seconds[1] * self.sample_rate))
 
-        if self.p_reverb and (rng := self._rng(key, _REVERB)).random() < self.p_reverb:
-            rir = room_impulse_response(rng.uniform(*self.rt60_seconds), sr, rng, rng.uniform(*DRR_DB))
-            wet = AF.fftconvolve(clean, rir)[: clean.shape[-1]]
-            if noise is not None:
-                noisy = wet + noise
-            if self.reverb_target == "wet":
-                clean = wet
-            speech = wet  # what the listener hears, so what the SNR is measured on
-        else:
-            speech = clean
-
-        if self.snr_db and noise is not None:
-            snr = self._rng(key, _SNR).uniform(*self.snr_db)
-            p_speech, p_noise = speech.double().pow(2).mean(), noise.double().pow(2).mean()
-            if p_speech > 0 and p_noise > 0:  # silence or a noiseless pair has no SNR to set
-                noise = (noise.double() * torch.sqrt(p_speech / (p_noise * 10 ** (snr / 10)))).float()
-                noisy = speech + noise
-
-        if self.p_bandlimit and (rng := self._rng(key, _BANDLIMIT)).random() < self.p_bandlimit:
-            cutoff = min(rng.uniform(*self.bandlimit_hz), 0.45 * sr)  # biquads need it below Nyquist
-            clean = _lowpass(clean, sr, cutoff)
-            noisy = _lowpass(noisy, sr, cutoff) if noisy is not None else None
-
+    def plan(self, keys: list[int]) -> dict[str, torch.Tensor]:
+        """The loader's stage (trainer/data/staged.py): every draw of every example, from
+        each augmentation's own stream of `(seed, key)`. Keys are prefixed `augment.`."""
+        b, sr = len(keys), self.sample_rate
+        plan: dict[str, np.ndarray] = {}
+        if self.p_reverb:
+            on, rir = np.zeros(b, bool), np.zeros((b, self._rir_length()), np.float32)
+            for i, key in enumerate(keys):
+                if (rng := self._rng(key, _REVERB)).random() < self.p_reverb:
+                    r = room_impulse_response(rng.uniform(*self.rt60_seconds), sr, rng, rng.uniform(*DRR_DB))
+                    on[i], rir[i, : len(r)] = True, r.numpy()
+            plan.update(reverb=on, rir=rir)
+        if self.snr_db:
+            plan["snr_db"] = np.array([self._rng(k, _SNR).uniform(*self.snr_db) for k in keys])
+        if self.p_bandlimit:
+            on, cutoff = np.zeros(b, bool), np.zeros(b)
+            for i, key in enumerate(keys):
+                if (rng := self._rng(key, _BANDLIMIT)).random() < self.p_bandlimit:
+                    on[i], cutoff[i] = True, min(rng.uniform(*self.bandlimit_hz), 0.45 * sr)  # below Nyquist
+            plan.update(bandlimit=on, cutoff_hz=cutoff)
         if self.gain_db:
-            gain = 10 ** (self._rng(key, _GAIN).uniform(*self.gain_db) / 20)
-            clean = clean * gain
-            noisy = noisy * gain if noisy is not None else None
-
-        # Re-mixing, reverb and gain all change levels: scale down, never clip.
-        peak = max(float(clean.abs().max()), float(noisy.abs().max()) if noisy is not None else 0.0)
-        if peak > PEAK:
-            clean = clean * (PEAK / peak)
-            noisy = noisy * (PEAK / peak) if noisy is not None else None
-
+            plan["gain"] = np.array([10 ** (self._rng(k, _GAIN).uniform(*self.gain_db) / 20) for k in keys])
         if self.shift:
-            shift = int(self._rng(key, _SHIFT).integers(-self.shift, self.shift, endpoint=True))
-            clean = torch.roll(clean, shift)
-            noisy = torch.roll(noisy, shift) if noisy is not None else None
+            plan["shift"] = np.array(
+                [self._rng(k, _SHIFT).integers(-self.shift, self.shift, endpoint=True) for k in keys], np.int64
+            )
+        if self.p_polarity:
+            plan["flip"] = np.array([self._rng(k, _POLARITY).random() < self.p_polarity for k in keys])
+        return {f"augment.{k}": torch.from_numpy(v) for k, v in plan.items()}
 
-        if self.p_polarity and self._rng(key, _POLARITY).random() < self.p_polarity:
-            clean = -clean
-            noisy = -noisy if noisy is not None else None
+    def apply(self, batch: dict[str, torch.Tensor], plan: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batched stage, on the batch's device: `batch` (clean, maybe noisy; rows of
+        equal length) transformed as `plan` says. The input tensors are not touched."""
+        plan = {k.removeprefix("augment."): v for k, v in plan.items()}
+        clean = batch["clean"].float()
+        noisy = batch["noisy"].float() if "noisy" in batch else None
+        # the noise alone, where a stage needs it (each batch-sized temporary costs a loader time)
+        noise = noisy - clean if noisy is not None and ("reverb" in plan or "snr_db" in plan) else None
 
-        out = dict(example, clean=clean.contiguous())
+        speech = clean  # what the listener hears, so what the SNR is measured on
+        if "reverb" in plan:
+            n, rir = clean.shape[-1], plan["rir"].to(clean)
+            speech = _rows(clean, plan["reverb"], lambda x, i: AF.fftconvolve(x, rir[i])[..., :n])
+            if noise is not None:
+                noisy = torch.where(plan["reverb"][:, None], speech + noise, noisy)
+            if self.reverb_target == "wet":
+                clean = speech
+
+        if "snr_db" in plan and noise is not None:
+            p_speech, p_noise = speech.double().pow(2).mean(1), noise.double().pow(2).mean(1)
+            settable = (p_speech > 0) & (p_noise > 0)  # silence or a noiseless pair has no SNR to set
+            power = 10 ** (plan["snr_db"].to(p_noise) / 10)
+            scale = torch.where(settable, torch.sqrt(p_speech / (p_noise * power).clamp_min(1e-300)), 1.0)
+            noisy = torch.where(settable[:, None], speech + noise * scale[:, None].float(), noisy)
+
+        if "bandlimit" in plan:
+            cutoff = plan["cutoff_hz"]
+            clean = _rows(clean, plan["bandlimit"], lambda x, i: _lowpass(x, cutoff[i], self.sample_rate))
+            if noisy is not None:
+                noisy = _rows(noisy, plan["bandlimit"], lambda x, i: _lowpass(x, cutoff[i], self.sample_rate))
+
+        # Gain, the peak guard and polarity are one factor per row. Re-mixing, reverb and
+        # gain all change levels: scale down, never clip (the peak after the gain is
+        # gain * peak). Polarity and the shift change no levels.
+        factor = plan["gain"].to(clean)[:, None] if "gain" in plan else torch.ones_like(clean[:, :1])
+        peak = clean.abs().amax(1, keepdim=True)
+        if noisy is not None:
+            peak = torch.maximum(peak, noisy.abs().amax(1, keepdim=True))
+        factor = torch.where(factor * peak > PEAK, PEAK / peak, factor)
+        if "flip" in plan:
+            factor = torch.where(plan["flip"].to(clean.device)[:, None], -factor, factor)
+        clean = clean * factor
+        noisy = noisy * factor if noisy is not None else None
+
+        if "shift" in plan:
+            shift = plan["shift"]
+            clean = _roll(clean, shift)
+            noisy = _roll(noisy, shift) if noisy is not None else None
+
+        out = dict(batch, clean=clean.contiguous())
         if noisy is not None:
             out["noisy"] = noisy.contiguous()
         return out
 
+    def __call__(self, example: dict[str, torch.Tensor], key: int) -> dict[str, torch.Tensor]:
+        """One example, both stages: a new example with the same keys and length."""
+        if not self.active:
+            return dict(example)
+        batch = {k: v[None] for k, v in example.items()}
+        return unbatch(self.apply(batch, self.plan([key])))[0]
 
-class Augmented(Dataset):
-    """`dataset` with `augment` applied to each example, keyed by the draw key it was fetched with."""
+    def around(self, stages: Stages) -> Stages:
+        """`stages` with this augmentation after them: its plan drawn beside the source's
+        ingredients, and applied to the finished batch."""
+        return Stages(_Planned(stages.draw, self), _Applied(stages.finish, self), stages.size)
 
-    def __init__(self, dataset: Dataset, augment: Augment):
-        self.dataset, self.augment = dataset, augment
 
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+class _Planned:
+    def __init__(self, draw, augment: Augment):
+        self.draw, self.augment = draw, augment
 
-    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
-        return self.augment(self.dataset[key], key)
+    def __call__(self, keys: list[int]) -> dict[str, torch.Tensor]:
+        return {**self.draw(keys), **self.augment.plan(keys)}
 
-    def __getitems__(self, keys: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched fetch: keep the dataset's own batched path (the embedded corpus renders
-        a batch at once), then augment each example with its own key."""
-        fetch = getattr(self.dataset, "__getitems__", None)
-        items = fetch(keys) if fetch is not None else [self.dataset[k] for k in keys]
-        return [self.augment(item, key) for item, key in zip(items, keys)]
+
+class _Applied:
+    def __init__(self, finish, augment: Augment):
+        self.finish, self.augment = finish, augment
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        plan = {k: v for k, v in batch.items() if k.startswith("augment.")}
+        return self.augment.apply(self.finish({k: v for k, v in batch.items() if k not in plan}), plan)

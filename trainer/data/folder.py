@@ -32,6 +32,7 @@ from trainer.data.audio_io import AudioError, AudioInfo
 from trainer.data.checks import span
 from trainer.data.keyed import Keyed
 from trainer.data.mixing import mix, reverberate
+from trainer.data.staged import Batch, Staged, Stages, concat, unbatch
 
 log = logging.getLogger("trainer")
 
@@ -168,7 +169,7 @@ def _name_seed(name: str) -> int:
 # ---------------------------------------------------------------- datasets
 
 
-def _tolerant(fetch, policy: str, size: int):
+def _tolerant(fetch, policy: str, size: int, join=lambda parts: [x for part in parts for x in part]):
     """A batch fetch that survives a file changed under a running job: with `error` the
     read's AudioError (naming the file) ends the run, from a loader worker too; with
     `skip` the file is named in a warning and the example replaced by the next key's."""
@@ -183,13 +184,13 @@ def _tolerant(fetch, policy: str, size: int):
         for key in keys:
             for attempt in range(min(size, 16)):
                 try:
-                    out += fetch([key + attempt])
+                    out.append(fetch([key + attempt]))
                     break
                 except AudioError as err:
                     log.warning("skipped %s (data.bad_files=skip)", err)
             else:
                 raise AudioError(f"16 files in a row failed to read near draw {key}: the folder changed under the run")
-        return out
+        return join(out)
 
     return run
 
@@ -395,35 +396,45 @@ class FolderMix:
                 heard[i], target[i] = reverberate(clean[i], rir, self.keep)
         return heard, target
 
-    def _examples(
-        self, draws: list[Draw], noise_pool: list[AudioInfo], rir_pool: list[AudioInfo]
-    ) -> list[dict[str, torch.Tensor]]:
-        """Per-example reads and draws, then one vectorised mix for the batch."""
+    def _ingredients(self, draws: list[Draw], noise_pool: list[AudioInfo], rir_pool: list[AudioInfo]) -> Batch:
+        """The loader's stage (trainer/data/staged.py): per-example reads and draws."""
         clean = np.stack([self._crop(info, start) for _, info, start in draws])
         noise = np.stack([self._noise(rng, noise_pool) for rng, _, _ in draws]) if noise_pool else None
-        snr = np.array([rng.uniform(*self.snr_db) for rng, _, _ in draws])
-        level = np.array([rng.uniform(*self.level_db) for rng, _, _ in draws])
-        target = None
+        snr = np.array([rng.uniform(*self.snr_db) for rng, _, _ in draws], np.float32)
+        level = np.array([rng.uniform(*self.level_db) for rng, _, _ in draws], np.float32)
+        out = {"snr_db": snr, "level_db": level}
         if rir_pool:  # drawn last: without RIRs every example is what it was before they existed
-            clean, target = self._reverb(clean, draws, rir_pool)
-        noisy, clean = mix(clean, noise, snr, level, target)
-        return [_tensors(noisy=a, clean=b) for a, b in zip(noisy, clean)]
+            clean, out["target"] = self._reverb(clean, draws, rir_pool)
+        out["speech"] = clean
+        if noise is not None:
+            out["noise"] = noise
+        return _tensors(**out)
 
-    def _draw(self, keys: list[int]) -> list[dict[str, torch.Tensor]]:
+    @staticmethod
+    def finish(batch: Batch) -> Batch:
+        """The batched stage, on the batch's device: one vectorised mix for the batch."""
+        noisy, clean = mix(batch["speech"], batch.get("noise"), batch["snr_db"], batch["level_db"], batch.get("target"))
+        return {"noisy": noisy, "clean": clean}
+
+    def _draw(self, keys: list[int]) -> Batch:
         draws = []
         for key in keys:
             info = self._train[key % len(self._train)]
             rng = np.random.default_rng([self.seed, _TRAIN, key])
             draws.append((rng, info, _start(rng, info.frames_at(self.sample_rate), self.length)))
-        return self._examples(draws, self._train_noise, self._train_rir)
+        return self._ingredients(draws, self._train_noise, self._train_rir)
 
     def _valid_example(self, index: int) -> dict[str, torch.Tensor]:
         info = self._valid[index]
         rng = np.random.default_rng([_VALID, _name_seed(info.path.name)])  # fixed by the file, not the seed
-        return self._examples([(rng, info, 0)], self._valid_noise, self._valid_rir)[0]
+        return unbatch(self.finish(self._ingredients([(rng, info, 0)], self._valid_noise, self._valid_rir)))[0]
+
+    def train_stages(self) -> Stages:
+        draw = _tolerant(self._draw, self.bad_files, len(self._train), concat)
+        return Stages(draw, self.finish, len(self._train))
 
     def train(self) -> Dataset:
-        return Keyed.draws(_tolerant(self._draw, self.bad_files, len(self._train)), len(self._train))
+        return Staged(self.train_stages())
 
     def valid(self) -> Dataset:
         return Keyed.fixed_set(lambda keys: [self._valid_example(k) for k in keys], len(self._valid))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from trainer.data.staged import collate
+
 
 class EpochSampler(Sampler[int]):
     """Example indices for one epoch, starting at a given position.
@@ -104,6 +106,7 @@ def train_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin,
+        collate_fn=collate,  # a staged set's batch of ingredients comes collated (trainer/data/staged.py)
         # Its own generator: each new iterator draws a worker base seed from it, and from the
         # global RNG without one, which would shift dropout's stream after a mid-epoch
         # resume (found by tests/test_reliability.py). Examples are keyed, not seeded by it.

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 
 
-def _rms(x: np.ndarray) -> np.ndarray:
-    # a row-wise dot product: no squared temporary (each one is a fresh batch-sized buffer)
-    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64) / x.shape[1])[:, None]
+def rms(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True) / math.sqrt(x.shape[1])  # no squared temporary
 
 
 def mix(
-    clean: np.ndarray,
-    noise: np.ndarray | None,
-    snr_db: np.ndarray,
-    level_db: np.ndarray,
-    target: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    clean: torch.Tensor,
+    noise: torch.Tensor | None,
+    snr_db: torch.Tensor,
+    level_db: torch.Tensor,
+    target: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(noisy, clean) float32 rows for a batch: noise scaled to `snr_db` by RMS and added,
     then one gain on both (the pair stays aligned in level) so that the clean level is
     `level_db` dBFS, lowered where the mixture would pass 0.99 (never clipped).
@@ -25,25 +27,23 @@ def mix(
     `target`), the SNR and level are those of the speech as heard, `clean`, and the second
     row returned is `target` under the same gain.
 
-    Works in place on float32 inputs (`noise` becomes the mixture): a batch is a few MB, and
-    every fresh buffer of that size costs page faults, which is what a loader waits for.
+    Batched tensor ops on the rows' device: the loader or the training device
+    (trainer/data/staged.py). Works in place (`noise` becomes the mixture, `clean` or
+    `target` the output): a batch is a few MB, and in a loader every fresh buffer of that
+    size costs page faults, which is what the step waits for.
     """
-    clean = np.asarray(clean, dtype=np.float32)
-    clean_rms = _rms(clean) + 1e-8
+    clean_rms = rms(clean) + 1e-8
     if noise is None:
-        noisy = clean.copy()
+        noisy = clean.clone()
     else:
-        noisy = np.asarray(noise, dtype=np.float32)
-        scale = clean_rms / (_rms(noisy) + 1e-8) * 10 ** (-np.asarray(snr_db, np.float64)[:, None] / 20)
-        noisy *= scale.astype(np.float32)
-        noisy += clean
-    peak = np.maximum(noisy.max(axis=1, keepdims=True), -noisy.min(axis=1, keepdims=True)) + 1e-12
-    gain = np.minimum(10 ** (np.asarray(level_db, np.float64)[:, None] / 20) / clean_rms, 0.99 / peak).astype(
-        np.float32
-    )
-    noisy *= gain
-    out = clean if target is None else np.asarray(target, dtype=np.float32)
-    out *= gain
+        noisy = noise
+        noisy.mul_(clean_rms / (rms(noisy) + 1e-8) * 10 ** (-snr_db.to(noisy)[:, None] / 20))
+        noisy.add_(clean)
+    peak = torch.maximum(noisy.amax(1, keepdim=True), -noisy.amin(1, keepdim=True)) + 1e-12  # aminmax: 20x slower
+    gain = torch.minimum(10 ** (level_db.to(noisy)[:, None] / 20) / clean_rms, 0.99 / peak)
+    noisy.mul_(gain)
+    out = clean if target is None else target
+    out.mul_(gain)
     return noisy, out
 
 

@@ -21,13 +21,24 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.data import corpus, noise
+from trainer.data import corpus, noise, staged
 from trainer.data.checks import span
 from trainer.data.corpus import TRAIN, VALID
-from trainer.data.keyed import Keyed
-from trainer.data.mixing import mix
+from trainer.data.keyed import UNBOUNDED, Keyed
+from trainer.data.mixing import mix, rms
+from trainer.data.staged import Batch, Staged, Stages, unbatch
 
 _MIX = 2  # the draw's own random stream: (seed, split, _MIX, index); 0 and 1 render the corpus
+
+
+def _crop(clips: torch.Tensor, which: torch.Tensor, start: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows `clips[which[i], start[i] : start[i] + n]` as a fresh (batch, n) tensor."""
+    if staged.batched_path(clips.device):  # one indexing of the clips' window view: one kernel
+        return clips.unfold(1, n, 1)[which.to(clips.device), start.to(clips.device)]
+    source, out = clips.numpy(), np.empty((len(which), n), np.float32)
+    for row, (c, s) in enumerate(zip(which.tolist(), start.tolist())):  # row copies: 3x faster than indexing
+        out[row] = source[c, s : s + n]
+    return torch.from_numpy(out)
 
 
 class SyntheticSpeech:
@@ -72,6 +83,7 @@ class SyntheticSpeech:
         self.seed = seed
         self.cache_dir = cache_dir
         self._corpora: dict[int, corpus.Corpus] = {}
+        self._on_device: dict[tuple[int, str, str], torch.Tensor] = {}
 
     def corpus(self, split: int) -> corpus.Corpus:
         """The split's clean and noise clips, rendered (or read from the cache) on first use."""
@@ -92,42 +104,70 @@ class SyntheticSpeech:
             self._corpora[split] = corpus.corpus(spec, self.cache_dir)
         return self._corpora[split]
 
-    def examples(self, split: int, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """A batch of examples: per-example draws, then one vectorised mix for all of them
-        (the per-example Python overhead, not the arithmetic, is what a loader pays for)."""
-        n = self.length
-        clean = np.empty((len(indices), n), np.float32)
-        nz = np.empty_like(clean)
-        snr = np.empty(len(indices), np.float32)
-        level = np.empty_like(snr)
-        clips = self.corpus(split)
+    def draw(self, split: int, indices: list[int]) -> Batch:
+        """The loader's stage (trainer/data/staged.py): each example's choices of clip,
+        crop, SNR and level, from its own random stream."""
+        b = len(indices)
+        clips = np.empty((4, b), np.int64)  # clean clip, its crop start, noise clip, its crop start
+        snr, level = np.zeros(b, np.float32), np.zeros(b, np.float32)
+        span = self.clip_length - self.length + 1
         for row, index in enumerate(indices):
             rng = np.random.default_rng([self.seed, split, _MIX, int(index)])
             if split == TRAIN:
-                u, v = int(rng.integers(self.corpus_size)), int(rng.integers(self.noise_corpus_size))
+                clips[0, row], clips[2, row] = rng.integers(self.corpus_size), rng.integers(self.noise_corpus_size)
             else:
-                u = v = int(index)
-            c = clips.clean[u]
-            start = int(rng.integers(0, len(c) - n + 1))
-            clean[row] = c[start : start + n]
+                clips[0, row] = clips[2, row] = int(index)
+            clips[1, row] = rng.integers(0, span)
             if self.families:
-                w = clips.noise[v]
-                start = int(rng.integers(0, len(w) - n + 1))
-                nz[row] = w[start : start + n]
-                snr[row] = rng.uniform(*self.snr_db)
-                level[row] = rng.uniform(*self.level_db)
+                clips[3, row] = rng.integers(0, span)
+                snr[row], level[row] = rng.uniform(*self.snr_db), rng.uniform(*self.level_db)
+        clips_t = torch.from_numpy(clips)
+        return {
+            "clean_clip": clips_t[0],
+            "clean_start": clips_t[1],
+            "noise_clip": clips_t[2],
+            "noise_start": clips_t[3],
+            "snr_db": torch.from_numpy(snr),
+            "level_db": torch.from_numpy(level),
+        }
+
+    def finish(self, split: int, batch: Batch) -> Batch:
+        """The batched stage, on the batch's device: crop the corpus and mix (one vectorised
+        mix for the whole batch)."""
+        device = batch["clean_clip"].device
+        clean = _crop(self._clips(split, "clean", device), batch["clean_clip"], batch["clean_start"], self.length)
         if not self.families:
-            clean = torch.from_numpy(clean / (np.sqrt(np.mean(clean**2, axis=1, keepdims=True)) + 1e-8) * 0.05)
-            return [{"clean": x} for x in clean]
-        noisy, clean = mix(clean, nz, snr, level)  # in place: clean and nz are this batch's own buffers
-        return [{"noisy": a, "clean": b} for a, b in zip(torch.from_numpy(noisy), torch.from_numpy(clean))]
+            return {"clean": clean / (rms(clean) + 1e-8) * 0.05}
+        noise = _crop(self._clips(split, "noise", device), batch["noise_clip"], batch["noise_start"], self.length)
+        noisy, clean = mix(clean, noise, batch["snr_db"], batch["level_db"])  # in place: fresh crops
+        return {"noisy": noisy, "clean": clean}
+
+    def _clips(self, split: int, kind: str, device: torch.device) -> torch.Tensor:
+        """The split's clips as one (clips, clip_length) tensor on `device` (the corpus's
+        own memory on the CPU; one copy per accelerator, ~200 MB at the default size)."""
+        key = (split, kind, str(device))
+        if key not in self._on_device:
+            clips = torch.from_numpy(getattr(self.corpus(split), kind))
+            self._on_device[key] = clips.to(device) if device.type != "cpu" else clips
+        return self._on_device[key]
+
+    def stages(self, split: int) -> Stages:
+        size = UNBOUNDED if split == TRAIN else self.val_size
+        return Stages(functools.partial(self.draw, split), functools.partial(self.finish, split), size)
+
+    def examples(self, split: int, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Finished examples, both stages in the caller's process."""
+        return unbatch(self.finish(split, self.draw(split, indices)))
 
     def example(self, split: int, index: int) -> dict[str, torch.Tensor]:
         return self.examples(split, [index])[0]
 
-    def train(self) -> Dataset:
+    def train_stages(self) -> Stages:
         self.corpus(TRAIN)  # now, in the main process: loader workers and DDP ranks then share it
-        return Keyed.draws(functools.partial(self.examples, TRAIN))
+        return self.stages(TRAIN)
+
+    def train(self) -> Dataset:
+        return Staged(self.train_stages())
 
     def valid(self) -> Dataset:
         self.corpus(VALID)
