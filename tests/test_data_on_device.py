@@ -21,6 +21,7 @@ from trainer.data.staged import Staged, concat, training_set, unbatch, unchanged
 from trainer.data.synthetic import SyntheticSpeech
 from trainer.loggers import read_scalars
 from trainer.run import assemble
+from trainer.tasks import SuperResolution
 from trainer.validation import to_device
 
 SR = 16000
@@ -168,9 +169,13 @@ def test_folder_mix_batches_are_the_same_on_the_loader_and_on_the_device(mix_fol
     assert not torch.allclose(reference["noisy"], reference["clean"])
 
 
-def test_a_run_with_data_on_the_device_trains_like_one_without(tiny_run):
+@pytest.mark.parametrize(
+    "task,metric",
+    [("denoise", "si_sdr"), ("superres", "lsd")],  # superres: the degradation is made on the device either way
+)
+def test_a_run_with_data_on_the_device_trains_like_one_without(tiny_run, task, metric):
     """End to end through the engine (CPU as the device): the same losses step by step."""
-    common = ("augment=strong", "trainer.epochs=1")
+    common = (f"task={task}", "model=conv", "augment=strong", "trainer.epochs=1")
     off_dir, off = tiny_run(*common, "trainer.data_on_device=false", name="off")
     on_dir, on = tiny_run(*common, "trainer.data_on_device=true", name="on")
     assert off["status"] == on["status"] == "completed"
@@ -179,7 +184,7 @@ def test_a_run_with_data_on_the_device_trains_like_one_without(tiny_run):
     np.testing.assert_allclose([v for _, v in steps[1]], [v for _, v in steps[0]], rtol=1e-4)
     a, b = (json.loads((d / "history.json").read_text()) for d in (off_dir, on_dir))
     assert len(a) == len(b) == 1
-    for key in ("loss/total", "si_sdr"):
+    for key in ("loss/total", metric):
         np.testing.assert_allclose(b[0][key], a[0][key], rtol=1e-4, err_msg=key)
 
 
@@ -203,3 +208,8 @@ def test_cuda_batches_equal_cpu_batches_within_float_tolerance():
     close({k: v.cpu() for k, v in on_gpu.items()}, reference, atol=1e-4)  # cuFFT and lfilter round differently
     rows = unbatch(on_gpu)
     assert len(rows) == len(KEYS)
+    # the super-resolution degradation (trainer/tasks.py) is batched on the device too
+    task = SuperResolution(input_rate=8000, sample_rate=SR)
+    low_gpu, _ = task.pair(on_gpu)
+    low_cpu, _ = task.pair(reference)
+    torch.testing.assert_close(low_gpu.cpu(), low_cpu, rtol=0, atol=1e-4)

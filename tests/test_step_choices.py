@@ -1,0 +1,125 @@
+"""The choices for a faster reduced-precision step (issue 22): channels-last 2-D convs,
+BatchNorm in float32 under autocast, a fused optimizer. Each is a config switch that must
+compute what the default computes; their speed is measured by sweeps/bench_step.py."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from models import ConvUNet
+from models.layers import BatchNorm1dFloat32, BatchNorm2dFloat32
+from sweeps import bench_step
+from tests.conftest import tiny
+from trainer.build import build_optimizer
+from trainer.run import assemble
+
+X = torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))
+
+
+def pair(**options) -> tuple[ConvUNet, ConvUNet]:
+    """The default model and one with `options`, holding the same parameters."""
+    torch.manual_seed(0)
+    default = ConvUNet(hidden=4, depth=3)
+    other = ConvUNet(hidden=4, depth=3, **options)
+    other.load_state_dict(default.state_dict())
+    return default, other
+
+
+@pytest.mark.parametrize(
+    "options", [dict(channels_last=True), dict(norm_float32=True), dict(channels_last=True, norm_float32=True)]
+)
+def test_the_options_compute_the_default_model(options):
+    default, other = pair(**options)
+    out, out2 = default(X), other(X)
+    torch.testing.assert_close(out2, out, rtol=0, atol=1e-5)
+    out.pow(2).mean().backward()
+    out2.pow(2).mean().backward()
+    for (name, p), q in zip(default.named_parameters(), other.parameters()):
+        torch.testing.assert_close(q.grad.reshape(p.shape), p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # BatchNorm's running statistics moved alike
+    for a, b in zip(default.buffers(), other.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_runs_2d_convs_on_channels_last_tensors():
+    _, model = pair(channels_last=True)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    assert not convs  # no 1-D conv left
+    shapes = []
+
+    def record(module, inputs, out):
+        shapes.append((out.dim(), out.is_contiguous(memory_format=torch.channels_last)))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    model(X)
+    for h in hooks:
+        h.remove()
+    assert shapes and all(s == (4, True) for s in shapes)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+
+
+def test_state_dicts_load_across_layouts():
+    """A checkpoint of one layout serves the other: (out, in, k) <-> (out, in, 1, k)."""
+    default, other = pair(channels_last=True)
+    back = ConvUNet(hidden=4, depth=3)
+    back.load_state_dict(other.state_dict())
+    for (name, a), b in zip(default.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(RuntimeError, match="size mismatch"):  # other shapes still fail
+        ConvUNet(hidden=8, depth=3, channels_last=True).load_state_dict(default.state_dict())
+
+
+@pytest.mark.parametrize("norm", [BatchNorm1dFloat32(3), BatchNorm2dFloat32(3)])
+def test_float32_batchnorm_runs_in_float32_under_bf16_autocast(norm):
+    x = torch.randn(4, 3, *([1] if isinstance(norm, nn.BatchNorm2d) else []), 50).bfloat16()
+    reference = copy.deepcopy(norm)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(x)
+    assert out.dtype == torch.bfloat16  # what follows stays in bf16
+    expected = nn.modules.batchnorm._BatchNorm.forward(reference, x.float())  # plain BatchNorm on float32
+    torch.testing.assert_close(out, expected.bfloat16(), rtol=0, atol=0)
+    torch.testing.assert_close(norm.running_var, reference.running_var)
+    assert norm.running_mean.dtype == torch.float32
+
+
+@pytest.mark.parametrize("optim", ["adam", "adamw", "sgd"])
+def test_a_fused_optimizer_steps_like_the_default(optim):
+    cfg = tiny(f"optim={optim}").optim
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 1))
+    fused_model = copy.deepcopy(model)
+    cfg_fused = OmegaConf.merge(cfg, {"fused": True})
+    plain, fused = build_optimizer(cfg, model), build_optimizer(cfg_fused, fused_model)
+    assert fused.defaults["fused"] is True and not plain.defaults.get("fused")
+    x = torch.randn(16, 5)
+    for _ in range(3):
+        for m, opt in ((model, plain), (fused_model, fused)):
+            m(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(model.parameters(), fused_model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_every_choice_composes_and_a_run_trains(tiny_run):
+    choices = ("model=conv", "model.channels_last=true", "model.norm_float32=true", "optim.fused=true")
+    parts = assemble(tiny(*choices, "precision=amp_bf16"))
+    assert parts.network.raw.channels_last and parts.optim.optimizer.defaults["fused"] is True
+    run_dir, summary = tiny_run(*choices, "precision=amp_bf16", "trainer.epochs=1")
+    assert summary["status"] == "completed"
+
+
+def test_the_step_benchmark_prints_each_variant(capsys):
+    """sweeps/bench_step.py end to end on a tiny model (its figures are not checked: a benchmark)."""
+    code = bench_step.main(["--steps", "1", "--blocks", "1", "--batch2", "4", "model=conv", "model.hidden=4",
+                            "trainer.batch_size=2", "data.segment_seconds=0.25", "data.corpus_size=4",
+                            "data.noise_corpus_size=4", "data.val_size=4"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in [*bench_step.CHOICES, "fp32 eager, batch 4", "bf16 + all three, batch 4"]:
+        assert f"| {name} |" in out
