@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from trainer.data.keyed import Example
+
 Batch = dict[str, torch.Tensor]
-Example = dict[str, torch.Tensor]
 
 
 def batched_path(device: torch.device) -> bool:

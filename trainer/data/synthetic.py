@@ -151,10 +151,6 @@ class SyntheticSpeech:
             self._on_device[key] = clips.to(device) if device.type != "cpu" else clips
         return self._on_device[key]
 
-    def stages(self, split: int) -> Stages:
-        size = UNBOUNDED if split == TRAIN else self.val_size
-        return Stages(functools.partial(self.draw, split), functools.partial(self.finish, split), size)
-
     def examples(self, split: int, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         """Finished examples, both stages in the caller's process."""
         return unbatch(self.finish(split, self.draw(split, indices)))
@@ -164,7 +160,7 @@ class SyntheticSpeech:
 
     def train_stages(self) -> Stages:
         self.corpus(TRAIN)  # now, in the main process: loader workers and DDP ranks then share it
-        return self.stages(TRAIN)
+        return Stages(functools.partial(self.draw, TRAIN), functools.partial(self.finish, TRAIN), UNBOUNDED)
 
     def train(self) -> Dataset:
         return Staged(self.train_stages())
