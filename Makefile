@@ -30,7 +30,7 @@ dashboard: $(STAMP)  ## optuna-dashboard on the studies (STORAGE=<url>, default 
 	$(PY) -m sweeps.dashboard $(STORAGE) --port $(or $(PORT),8080)
 
 bench: $(STAMP)  ## engine overhead and data throughput
-	$(PY) -m sweeps.bench_engine
+	$(PY) -m benchmarks.engine
 
 clean-venv:
 	rm -rf $(VENV)

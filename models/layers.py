@@ -30,7 +30,7 @@ def drop_bias_before_batchnorm(module: nn.Module) -> int:
 class _Float32:
     """BatchNorm in float32 under autocast. With bf16 inputs PyTorch's CUDA batch norm leaves
     cuDNN for ATen's generic kernels, which took 40% of the H200's bf16 step against 25%
-    for cuDNN's in fp32 (docs/gpu-h200-2026-11-26/profile-top-ops.txt). Statistics in
+    for cuDNN's in fp32 (docs/measurements/gpu-h200-2026-11-26/profile-top-ops.txt). Statistics in
     float32 are also what apex's `keep_batchnorm_fp32` kept. The output returns to the
     input's dtype, so the layers after it stay in bf16."""
 

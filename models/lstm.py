@@ -82,6 +82,12 @@ class LSTMStack(nn.Module):
             elif name.startswith("bias_hh"):
                 param[hidden : 2 * hidden] = 0.0
 
+    @staticmethod
+    def precision_path(device_type: str, autocast_dtype: torch.dtype) -> tuple[str, str]:
+        """(name, the dtype the recurrence runs in and why) for the run's summary: the trainer
+        asks every module that has this method when it sets up precision."""
+        return "lstm", recurrence_dtype(device_type, autocast_dtype)[1]
+
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(B, N, input_size) -> ((B, N, output_size), (h, c))."""
         device = x.device.type

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.optuna_compat import open_storage
+from trainer.search.optuna_compat import open_storage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ prints each goal beside the measured figure:
   only, so their range stands in for the seed spread when a sweep has no repeats).
 
 Prints a Markdown table; exits 0 whether or not the goals are met (it measures, it does
-not gate). Tested on the committed H200 report (docs/gpu-h200-2026-11-26/report.csv).
+not gate). Tested on the committed H200 report (docs/measurements/gpu-h200-2026-11-26/report.csv).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trainer.loggers import read_scalars
+from trainer.loop.loggers import read_scalars
 
 
 def plot(

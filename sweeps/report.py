@@ -39,9 +39,9 @@ import yaml
 from sweeps.stats import Estimate, estimate, ratio
 from sweeps.tables import print_table, write_outputs
 from trainer import summary as run_summary
+from trainer.experiments.manifest import members
 from trainer.identity import alias_without_seed
 from trainer.provenance import code_version
-from trainer.sweep_manifest import members
 
 # Dense peak FLOP/s by device and math mode (vendor datasheets, SXM parts).
 PEAK_FLOPS = {

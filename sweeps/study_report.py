@@ -173,7 +173,7 @@ def report(storage: str, study_name: str, out: Path) -> str:
     from sweeps.tables import print_table, write_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from trainer.optuna_compat import open_storage
+    from trainer.search.optuna_compat import open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     out.mkdir(parents=True, exist_ok=True)

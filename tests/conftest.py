@@ -13,8 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from trainer.config import register
-from trainer.loggers import read_scalars
+from trainer.launch.startup import register
+from trainer.loop.loggers import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -139,9 +139,9 @@ def cli(*args: str, timeout: float = 300, check: bool = False, env: dict | None 
 
 def before_and_after_one_epoch(cfg) -> tuple[dict[str, float], dict[str, float]]:
     """Validation metrics of a freshly built run, then after one epoch of plain steps."""
-    from trainer.engine import train_step
+    from trainer.loop.engine import train_step
+    from trainer.loop.validation import validate
     from trainer.run import assemble
-    from trainer.validation import validate
 
     parts = assemble(cfg)
     before, _ = validate(parts)

@@ -76,8 +76,8 @@ def poison_step(parts, step: int) -> None:
 
 def train_quietly(parts, trainer_cfg, tmp):
     """`engine.train` with no loggers, checkpoints under `tmp/ckpt`; returns the RunState."""
-    from trainer.checkpoint import Checkpointer
-    from trainer.engine import train
+    from trainer.loop.checkpointer import Checkpointer
+    from trainer.loop.engine import train
     from trainer.run_state import RunState
 
     return train(parts, trainer_cfg, RunState(), checkpointer=Checkpointer(tmp / "ckpt"), history=tmp / "history.json")

@@ -15,9 +15,9 @@ from losses.level import loudness
 from models.lstm import LSTMEnhancer
 from tests.conftest import TINY, before_and_after_one_epoch, cli, compose_cfg, tiny
 from trainer import metrics as M
+from trainer.loop.validation import validate
 from trainer.run import assemble
 from trainer.tasks import Denoise, SuperResolution
-from trainer.validation import validate
 
 SR = 16000
 
@@ -221,7 +221,7 @@ def test_clipping_penalty_is_the_mean_excess():
 def test_one_nan_aware_mean_for_validation_and_scoring():
     import math
 
-    from trainer.evaluate import means
+    from trainer.inference.evaluate import means
     from trainer.metrics import nan_mean
 
     assert nan_mean([1.0, math.nan, 3.0]) == 2.0 and math.isnan(nan_mean([math.nan]))

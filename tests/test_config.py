@@ -8,9 +8,9 @@ import torch
 from tests.conftest import TINY, TINY_TRANSDUCER, cli, compose_cfg, options, tiny
 from trainer import config
 from trainer.config import ConfigError, validate
-from trainer.engine import train_step
+from trainer.loop.engine import train_step
+from trainer.loop.validation import validate as run_validation
 from trainer.run import assemble
-from trainer.validation import validate as run_validation
 
 GROUPS = [g for g in config.GROUPS if g != "compile"]  # compile's options: tests/test_perf.py
 # folder datasets need folders on disk: tests/test_folder_data.py builds them

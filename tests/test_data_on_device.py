@@ -19,10 +19,10 @@ from trainer.data.folder import FolderMix
 from trainer.data.loader import train_loader
 from trainer.data.staged import Staged, concat, training_set, unbatch, unchanged
 from trainer.data.synthetic import SyntheticSpeech
-from trainer.loggers import read_scalars
+from trainer.loop.loggers import read_scalars
+from trainer.loop.validation import to_device
 from trainer.run import assemble
 from trainer.tasks import SuperResolution
-from trainer.validation import to_device
 
 SR = 16000
 EVERYTHING = dict(

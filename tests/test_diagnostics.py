@@ -12,7 +12,7 @@ from torch import nn
 
 from tests.conftest import TINY, cli, compose_cfg, scalars, summary_json, tiny
 from trainer.config import DiagnosticsConfig
-from trainer.diagnostics import GradientDiagnostics, layer_groups, term_contributions
+from trainer.loop.diagnostics import GradientDiagnostics, layer_groups, term_contributions
 
 
 def test_per_term_norms_shares_and_cosine_match_hand_computed_gradients():

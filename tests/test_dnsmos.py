@@ -12,7 +12,7 @@ from speechmos import dnsmos as reference
 
 from tests.test_enhance import run_enhance, speechlike
 from tests.test_experiments import evaluate
-from trainer import dnsmos
+from trainer.inference import dnsmos
 
 SR = 16000
 

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 
 from tests.conftest import ROOT, THREADS, TINY_TRANSDUCER, compose_cfg
-from trainer.enhance import crossfade, enhance
-from trainer.evaluate import load_model
+from trainer.inference.enhance import crossfade, enhance
+from trainer.inference.loading import load_model
 
 SR = 16000
 
@@ -96,9 +96,9 @@ def test_a_transducer_checkpoint_and_bad_arguments_are_refused(checkpoint, tmp_p
 def test_stream_carries_state_hop_by_hop(checkpoint, tmp_path):
     """--stream: a causal LSTM run as the exported streaming model runs, realigned to the
     input; close to the one-shot output once its running level has settled."""
+    from benchmarks.enhance import checkpoint as untrained
     from models.streaming import StreamingEnhancer
-    from sweeps.bench_enhance import checkpoint as untrained
-    from trainer.enhance import enhance_streaming, main
+    from trainer.inference.enhance import enhance_streaming, main
 
     sf.write(tmp_path / "x.wav", speechlike(2.0, SR), SR)
     x, _ = sf.read(tmp_path / "x.wav", dtype="float32")  # as the file holds it (16-bit)

@@ -13,8 +13,8 @@ import torch
 from models.conv import ConvUNet
 from models.lstm import LSTMEnhancer
 from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, run
-from trainer import export
-from trainer.evaluate import load_model
+from trainer.inference import export
+from trainer.inference.loading import load_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

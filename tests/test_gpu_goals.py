@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sweeps import gpu_goals
 
-REPORT = Path(__file__).resolve().parents[1] / "docs" / "gpu-h200-2026-11-26" / "report.csv"
+REPORT = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "gpu-h200-2026-11-26" / "report.csv"
 
 
 def test_goals_read_off_the_h200_report(capsys):

@@ -109,7 +109,7 @@ def _first_job(args: list[str]) -> list[str]:
 def test_readme_cluster_commands_compose():
     from hydra import compose, initialize_config_dir
 
-    from trainer.config import register
+    from trainer.launch.startup import register
 
     commands = readme_commands()
     assert len(commands) >= 8 and sum("hydra.run.dir=/shared/runs/a" in c for c in commands) == 1  # torchrun lines too

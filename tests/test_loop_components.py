@@ -8,14 +8,15 @@ import math
 import pytest
 import torch
 
-from trainer.checkpoint import Checkpointer, load
+from trainer.checkpoint import load
 from trainer.config import ValidationConfig
-from trainer.loggers import Logger
+from trainer.loop.checkpointer import Checkpointer
+from trainer.loop.loggers import Logger
+from trainer.loop.stopping import Diverged
+from trainer.loop.timing import Ledger
+from trainer.loop.validation import Validation
+from trainer.loop.window import MetricsWindow, StepOut
 from trainer.run_state import RunState, Speed
-from trainer.stopping import Diverged
-from trainer.timing import Ledger
-from trainer.validation import Validation
-from trainer.window import MetricsWindow, StepOut
 
 
 def step(loss: float, grad_norm: float = 1.0, skipped: bool = False, **terms: float) -> StepOut:
@@ -78,7 +79,7 @@ def test_the_checkpointer_writes_last_and_best_only_where_it_writes(tmp_path):
 
 def test_the_ledger_books_each_part_and_the_training_time(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("trainer.timing.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("trainer.loop.timing.time.perf_counter", lambda: now[0])
     state = RunState()
     ledger = Ledger(state)
     now[0] += 2.0

@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import ROOT, TINY, cli, compose_cfg, summary_json, tiny
 from tests.helpers import poison_step, train_quietly
-from trainer.engine import train_step
+from trainer.loop.engine import train_step
 from trainer.placement import ISA_CAPS, ShapeGuard, isolate_compile_cache
 from trainer.run import assemble
 from trainer.run_state import TIME_PARTS

@@ -15,8 +15,9 @@ import torch
 
 from tests.conftest import ROOT, THREADS, TINY, cli, compose_cfg, summary_json, tiny
 from tests.helpers import poison_step, train_quietly
-from trainer.checkpoint import Checkpointer, CheckpointError, atomic_write, load, restore
-from trainer.engine import train
+from trainer.checkpoint import CheckpointError, load, restore
+from trainer.loop.checkpointer import Checkpointer
+from trainer.loop.engine import train
 from trainer.run import assemble
 from trainer.run_state import RunState
 
@@ -174,16 +175,18 @@ def test_hostile_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
     assert proc.returncode != 0 and "refusing to load" in proc.stderr and not mark.exists()
 
 
-def test_failed_save_names_the_path_and_keeps_the_previous_checkpoint(tmp_path):
+def test_failed_save_names_the_path_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     ckpt = Checkpointer(tmp_path / "ckpt")
     ckpt.save(ckpt.last, {"format": 1, "model": {"w": torch.ones(3)}, "n": 1})
 
-    def disk_full(f):
+    def disk_full(obj, f):
         f.write(b"partial")
         raise OSError(28, "No space left on device")
 
+    monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(CheckpointError, match=f"could not write {ckpt.last}: No space left on device"):
-        atomic_write(ckpt.last, disk_full)
+        ckpt.save(ckpt.last, {"format": 1, "model": {"w": torch.zeros(3)}, "n": 2})
+    monkeypatch.undo()
     assert load(ckpt.last)["n"] == 1
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["last.pt"]  # no temporary left
 
@@ -216,7 +219,7 @@ def test_file_size_limit_during_a_run_exits_non_zero_keeping_last(tmp_path):
 
 KILLER = """
 import sys, torch
-from trainer.checkpoint import Checkpointer
+from trainer.loop.checkpointer import Checkpointer
 c = Checkpointer(sys.argv[1])
 big = {"format": 1, "model": {"w": torch.randn(2_000_000)}}
 print("ready", flush=True)

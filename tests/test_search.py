@@ -108,7 +108,7 @@ def _study_report_renders(tmp_path: Path, study: str, trials: int) -> None:
 
 
 def test_stale_running_trial_is_failed_at_start(tmp_path):
-    from trainer.optuna_compat import open_storage, record_heartbeat, trial_id
+    from trainer.search.optuna_compat import open_storage, record_heartbeat, trial_id
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="stale", storage=open_storage(url, 1, 1), direction="maximize")
@@ -349,7 +349,7 @@ def test_a_run_that_does_not_search_never_imports_optuna():
     """Hydra imports every plugin module at start-up: the sweeper's must stay light (Optuna
     and its scikit-learn cost ~2 s per process; the sweep loop lives in _impl)."""
     code = (
-        "import sys; from trainer.config import register; register();"
+        "import sys; from trainer.launch.startup import register; register();"
         "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
         "names = [p.__name__ for p in Plugins.instance().discover(Sweeper)];"
         "assert 'TrainerOptunaSweeper' in names, names; assert 'optuna' not in sys.modules; print('ok')"

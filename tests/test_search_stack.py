@@ -26,7 +26,7 @@ FIXTURE = Path(__file__).parent / "data" / "optuna-2.10-study.db"  # written by 
 
 
 def trials_of(storage_url: str, study: str):
-    from trainer.optuna_compat import open_storage
+    from trainer.search.optuna_compat import open_storage
 
     return optuna.load_study(study_name=study, storage=open_storage(storage_url)).trials
 
@@ -82,7 +82,7 @@ def test_nsga2_runs_a_multi_objective_search(tmp_path):
 def test_three_workers_share_one_journal_file(tmp_path):
     """No database server: three concurrent local workers append to one journal file and
     stop together at the requested count, with no trial lost or run twice."""
-    from trainer.optuna_compat import open_storage
+    from trainer.search.optuna_compat import open_storage
 
     url = f"journal:///{tmp_path}/optuna.log"
     _workers(tmp_path, "journal", url, n=3, trials=6)

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from trainer.config import EarlyStoppingConfig
+from trainer.loop.stopping import Diverged, StopPolicy
 from trainer.run_state import RunState
 from trainer.status import Status
-from trainer.stopping import Diverged, StopPolicy
 from trainer.tasks import Task
 
 

@@ -19,8 +19,8 @@ from sweeps import stats
 from sweeps.report import Run, code_warning
 from tests.conftest import ROOT, THREADS, TINY, cli, summary_json, tiny
 from trainer import identity, provenance
-from trainer.runlock import RunLock, held
-from trainer.runs_index import RunsIndex, read_run
+from trainer.experiments.index import RunsIndex, read_run
+from trainer.experiments.lock import RunLock, held
 
 # a sweep job small enough that a two-process launch takes seconds
 EXTRA = ["trainer.epochs=1", "trainer.warmup_steps=0"]
@@ -222,7 +222,8 @@ def test_the_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     assert not held(tmp_path)
     # a holder killed with SIGKILL leaves no stale lock
     code = (
-        f"from trainer.runlock import RunLock; RunLock({str(tmp_path)!r}).acquire(); import os; os.kill(os.getpid(), 9)"
+        "from trainer.experiments.lock import RunLock; "
+        f"RunLock({str(tmp_path)!r}).acquire(); import os; os.kill(os.getpid(), 9)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT)
     assert not held(tmp_path) and RunLock(tmp_path).acquire()

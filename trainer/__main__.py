@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trainer.config import register
+from trainer.launch.startup import register
 
 register()  # schemas and resolvers must exist before Hydra composes (and in launcher workers)
 
@@ -18,7 +18,7 @@ register()  # schemas and resolvers must exist before Hydra composes (and in lau
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from trainer.distributed import share_run_dir
-    from trainer.experiments import job  # torch and friends load after argument parsing, not before --help
+    from trainer.experiments.job import job  # torch and friends load after argument parsing, not before --help
 
     hc = HydraConfig.get()
     share_run_dir(hc.runtime.output_dir)  # torchrun: the other ranks join this run directory

@@ -1,10 +1,9 @@
-"""Atomic checkpoints, safe loading, and what goes into them.
+"""Checkpoints: what goes into them, safe loading, and restoring a run from one.
 
-A checkpoint is written to a hidden temporary file in the same directory, flushed and
-fsynced, then renamed over the old one (rename is atomic on POSIX), and the directory is
-fsynced so the rename itself survives a crash. A kill at any moment therefore leaves either
-the previous checkpoint or the new one, plus at worst a temporary that the next start
-removes. Loading uses `weights_only=True`: tensors and plain containers only, never code.
+Written atomically (trainer/files.py: a kill at any moment leaves the previous checkpoint
+or the new one); which files and when is the loop's checkpointer
+(trainer/loop/checkpointer.py). Loading uses `weights_only=True`: tensors and plain
+containers only, never code.
 """
 
 from __future__ import annotations
@@ -19,12 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.atomic import CheckpointError, atomic_write, remove_stale_temporaries  # noqa: F401 (re-exported)
 from trainer.config import RESULT_NEUTRAL
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or must not be used; the message names the file."""
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -76,48 +78,21 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
         raise CheckpointError(f"{path} does not match this model ({type(model).__name__}): {detail}") from None
 
 
-class Checkpointer:
-    """Owns `checkpoints/last.pt` and `checkpoints/best.pt` and decides when to write them.
-    `writes=False` (data-parallel ranks other than 0) reads the same files, never writes."""
-
-    def __init__(self, directory: Path, every_steps: int = 0, writes: bool = True):
-        self.directory = Path(directory)
-        self.every_steps, self.writes = every_steps, writes
-        if writes:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.directory)
-
-    @property
-    def last(self) -> Path:
-        return self.directory / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.directory / "best.pt"
-
-    def save(self, path: Path, state: dict[str, Any]) -> None:
-        if self.writes:
-            atomic_write(path, lambda f: torch.save(state, f))
-
-    def due(self, step: int, end_of_epoch: bool = False) -> bool:
-        """Whether a mid-epoch `last` save is due after `step`: every `every_steps` optimizer
-        steps, but not at the end of an epoch, whose save follows its validation."""
-        return self.every_steps > 0 and step % self.every_steps == 0 and not end_of_epoch
-
-    def save_last(self, snapshot: dict[str, Any]) -> None:
-        self.save(self.last, snapshot)
-
-    def save_best(self, snapshot: dict[str, Any]) -> None:
-        self.save(self.best, snapshot)
-
-
-def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) -> dict[str, Any]:
-    """Everything a resumed run needs to continue exactly (`best` passes only the model)."""
+def weights(model, config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of the model alone, with the config that rebuilds it: what the tools
+    that use a trained model read (trainer/inference/loading.py)."""
     return {
         "format": FORMAT,
         "config": config,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model": model.state_dict(),
+    }
+
+
+def snapshot(model, optimizer, schedule, scaler, state, config: dict[str, Any]) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly (`best` passes only the model)."""
+    return {
+        **weights(model, config),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "schedule": schedule.state_dict() if schedule is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.lstm import LSTMStack, recurrence_dtype
 from trainer import distributed
 
 log = logging.getLogger(__name__)
@@ -84,11 +83,14 @@ def setup(
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("float16 autocast on CPU is slow and rarely useful; bfloat16 is the CPU choice")
     prec = Precision(device.type, dtype, torch.amp.GradScaler(device.type, enabled=precision.grad_scaler))
-    if dtype is not None and any(isinstance(m, LSTMStack) for m in model.modules()):
-        # decided here, at start (a CPU probe runs once per process), not at the first step
-        prec.paths["lstm"] = recurrence_dtype(device.type, dtype)[1]
-        if not (device.type == "cpu" and dtype is torch.bfloat16):  # the CPU probe logs its own verdict
-            log.info("LSTM recurrence: %s", prec.paths["lstm"])
+    if dtype is not None:
+        # Modules that run part of their work in another dtype say so (models/lstm.py), here
+        # at start (a CPU probe may run, once per process) rather than at the first step.
+        for module in model.modules():
+            if hasattr(module, "precision_path"):
+                key, path = module.precision_path(device.type, dtype)
+                prec.paths[key] = path
+                log.info("precision path of %s: %s", key, path)
     # 4. data parallel
     ddp = distributed.wrap(model, dist, device) if dist is not None and dist.enabled else None
     trained = ddp if ddp is not None else model

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -15,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, Subset
 
-from trainer import distributed, identity, placement, profiling, summary
+from trainer import distributed, identity, placement, summary
 from trainer.build import (
     build_augment,
     build_data,
@@ -27,23 +25,26 @@ from trainer.build import (
     build_schedule,
     build_task,
 )
-from trainer.checkpoint import Checkpointer, load, restore
+from trainer.checkpoint import load, restore
 from trainer.config import GROUPS, ConfigError, validate
-from trainer.data.loader import train_loader, valid_loader
+from trainer.data.loader import spread_subset, train_loader, valid_loader
 from trainer.data.staged import training_set, unchanged
-from trainer.diagnostics import GradientDiagnostics
 from trainer.distributed import Dist
-from trainer.engine import Logs, train
 from trainer.identity import Experiment
-from trainer.loggers import NullLogger, Progress, TensorBoardLogger
-from trainer.parts import Feed, Optimization, Parts, Placement
+from trainer.loop import profiling
+from trainer.loop.checkpointer import Checkpointer
+from trainer.loop.diagnostics import GradientDiagnostics
+from trainer.loop.engine import Logs, train
+from trainer.loop.loggers import NullLogger, Progress, TensorBoardLogger
+from trainer.loop.parts import Feed, Optimization, Parts, Placement
+from trainer.loop.signals import PREEMPT, GracefulStop, Interrupted
+from trainer.loop.timing import STARTUP
 from trainer.placement import ShapeGuard, uses_cuda_graphs
 from trainer.provenance import collect as collect_provenance
 from trainer.run_state import RunState
-from trainer.signals import PREEMPT, GracefulStop, Interrupted
+from trainer.search.trial import TrialLink
 from trainer.status import Status
 from trainer.tasks import AudioTask
-from trainer.trial import TrialLink
 
 log = logging.getLogger("trainer")
 
@@ -101,7 +102,7 @@ def assemble(cfg: DictConfig) -> Parts:
         )
     # the embedded corpus is rendered (or read) here
     train_set, finish = training_set(data, augment, t.data_on_device)
-    valid_set = capped(data.valid(), t.validation.max_examples)
+    valid_set = spread_subset(data.valid(), t.validation.max_examples)
     seconds = {"datasets": time.perf_counter() - datasets}
     if t.data_on_device and finish is unchanged:
         log.warning("trainer.data_on_device: %s has no mixing or augmentation to move", type(data).__name__)
@@ -139,31 +140,6 @@ def assemble(cfg: DictConfig) -> Parts:
     )
 
 
-def capped(valid_set: Dataset, cap: int | None) -> Dataset:
-    """At most `cap` validation examples, evenly spread over the set (a corpus sorted by
-    speaker keeps every speaker), the same ones every epoch."""
-    if cap is None or cap >= len(valid_set):
-        return valid_set
-    log.info("validating on %d of the %d validation examples (trainer.validation.max_examples)", cap, len(valid_set))
-    return Subset(valid_set, np.linspace(0, len(valid_set) - 1, cap).round().astype(int).tolist())
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux), i.e. interpreter start-up, imports and
-    Hydra's composition before a run begins; None where the OS does not say."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
-        )
-        return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-_FIRST_RUN = [True]  # jobs of a multirun share the process: only the first pays its start-up
-
-
 def run(
     cfg: DictConfig,
     run_dir: Path,
@@ -183,10 +159,9 @@ def run(
     state, parts = RunState(), None
     main = Dist.from_env().main  # data-parallel: rank 0 alone writes the summary and tells Optuna
     trial = TrialLink(cfg.optuna) if cfg.optuna.trial_id is not None and main else None
-    startup = process_age() if _FIRST_RUN[0] else 0.0
-    _FIRST_RUN[0] = False
+    startup = STARTUP.charge()
 
-    def finish(state: RunState, value: float) -> dict:
+    def write_summary(state: RunState, value: float) -> dict:
         """The one place summary.json is written (rank 0), whatever the run's end."""
         outcome = summary.build(cfg, state, parts, value, started, experiment, provenance)
         if main:
@@ -200,7 +175,7 @@ def run(
         state = train_or_resume(cfg, run_dir, parts, choices or {}, trial)
     except Interrupted as stopped:
         # `last` is written; the summary says so; the exit status tells a scheduler to requeue
-        finish(stopped.state, math.nan)
+        write_summary(stopped.state, math.nan)
         log.warning(
             "interrupted (%s) at step %d; `last` saved: rerun the same command to resume", stopped, stopped.state.step
         )
@@ -211,12 +186,12 @@ def run(
     except Exception as err:
         # A crashed job still says so on disk: the sweep report lists it as failed.
         state.status, state.reason = Status.FAILED, f"{type(err).__name__}: {err}"
-        outcome = finish(state, math.nan)
+        outcome = write_summary(state, math.nan)
         if trial is not None:
-            trial.finish(outcome, str(run_dir))
+            trial.record_outcome(outcome, str(run_dir))
         raise
     value = objective(state, parts.task.worst())
-    outcome = finish(state, value)
+    outcome = write_summary(state, value)
     log.info(
         "%s: %s = %s (best epoch %s) in %.1f s",
         state.status,
@@ -226,7 +201,7 @@ def run(
         state.train_seconds,
     )
     if trial is not None:
-        trial.finish(outcome, str(run_dir))
+        trial.record_outcome(outcome, str(run_dir))
     if cfg.optuna.objectives:  # several objectives (a multi-objective search)
         return tuple(
             trial.value(outcome, key, i) if trial else float(outcome[key])

@@ -1,14 +1,10 @@
-"""The run's state between steps, and the JSON files a user (or a report) reads."""
+"""The run's state between steps: where it stands, and where its time went (carried in checkpoints)."""
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write
 from trainer.status import Status
 
 # Where a run's wall time goes (summary.json "seconds"), in the order it is spent.
@@ -57,22 +53,3 @@ class RunState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunState:
         return cls(**{**d, "status": Status(d["status"]), "speed": Speed(**d.get("speed", {}))})
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # "inf", "-inf", "nan": strict JSON has no such numbers
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    atomic_write(Path(path), lambda f: f.write(text.encode()))
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())

@@ -4,14 +4,14 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from trainer.run_state import TIME_PARTS, Speed, write_json
+from trainer.files import read_json, write_json
+from trainer.run_state import TIME_PARTS, Speed
 from trainer.status import Status
 
 FILE = "summary.json"
@@ -57,10 +57,7 @@ class Summary(TypedDict, total=False):
 def read(run_dir: Path) -> Summary | None:
     """The run's summary, its `status` a `Status`; None if the run never wrote one (or it
     cannot be read: writes are atomic, so that means it never finished writing)."""
-    try:
-        summary = json.loads((Path(run_dir) / FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    summary = read_json(Path(run_dir) / FILE)
     if not isinstance(summary, dict) or summary.get("status") not in {s.value for s in Status}:
         return None
     summary["status"] = Status(summary["status"])

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.checkpoint import atomic_write, remove_stale_temporaries
 from trainer.data import noise, voice
+from trainer.files import atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import logging
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from trainer.data.checks import span
 from trainer.data.keyed import Keyed
 from trainer.data.mixing import mix, reverberate
 from trainer.data.staged import Batch, Staged, Stages, concat, unbatch
+
+T = TypeVar("T")
 
 log = logging.getLogger("trainer")
 
@@ -122,9 +125,18 @@ def _good_files(
     return good
 
 
-def _divide(good: dict[str, AudioInfo], fraction: float, what: str) -> tuple[list[AudioInfo], list[AudioInfo]]:
-    held = _held_out(list(good), fraction, what)
-    return [good[n] for n in sorted(good) if n not in held], [good[n] for n in sorted(held)]
+def _split(
+    train: dict[str, T], valid: dict[str, T] | None, fraction: float, what: str, share_one: bool = False
+) -> tuple[list[T], list[T]]:
+    """Training and validation items, each sorted by name: `valid` when it has a folder of
+    its own, else a held-out share of `train`. With `share_one`, a pool of a single item
+    (one noise clip, one room) serves both, as there is nothing to hold out."""
+    if valid is not None:
+        return [train[n] for n in sorted(train)], [valid[n] for n in sorted(valid)]
+    if share_one and len(train) < 2:
+        return list(train.values()), list(train.values())
+    held = _held_out(list(train), fraction, what)
+    return [train[n] for n in sorted(train) if n not in held], [train[n] for n in sorted(held)]
 
 
 def _held_out(names: Sequence[str], fraction: float, what: str) -> set[str]:
@@ -229,14 +241,10 @@ class FolderPairs:
         self.sample_rate, self.seed = int(sample_rate), seed
         self.bad_files, self.silence_db = bad_files, silence_db
         pairs = self._pairs("clean_dir", clean_dir, "noisy_dir", noisy_dir)
-        if valid_clean_dir is None:
-            held = _held_out(list(pairs), valid_fraction, f"data.clean_dir ({clean_dir})")
-            self._train = [pairs[n] for n in sorted(pairs) if n not in held]
-            self._valid = [pairs[n] for n in sorted(held)]
-        else:
+        valid = None
+        if valid_clean_dir is not None:
             valid = self._pairs("valid_clean_dir", valid_clean_dir, "valid_noisy_dir", valid_noisy_dir)
-            self._train = [pairs[n] for n in sorted(pairs)]
-            self._valid = [valid[n] for n in sorted(valid)]
+        self._train, self._valid = _split(pairs, valid, valid_fraction, f"data.clean_dir ({clean_dir})")
         log.info("data: %d training pairs, %d validation pairs", len(self._train), len(self._valid))
 
     def _pairs(self, clean_key: str, clean_dir: str, noisy_key: str, noisy_dir: str) -> dict[str, Pair]:
@@ -334,35 +342,21 @@ class FolderMix:
         if noise_dir is None and valid_noise_dir is not None:
             raise ValueError("data.valid_noise_dir is set but data.noise_dir is not")
         self.sample_rate, self.seed = int(sample_rate), seed
-        speech = _good_files("speech_dir", speech_dir, bad_files, silence_db, sample_rate, cache_dir)
-        if valid_speech_dir is None:
-            self._train, self._valid = _divide(speech, valid_fraction, f"data.speech_dir ({speech_dir})")
-        else:
-            valid = _good_files("valid_speech_dir", valid_speech_dir, bad_files, silence_db, sample_rate, cache_dir)
-            self._train, self._valid = [speech[n] for n in sorted(speech)], [valid[n] for n in sorted(valid)]
-        self._train_noise: list[AudioInfo] = []
-        self._valid_noise: list[AudioInfo] = []
-        if noise_dir is not None:
-            noise = _good_files("noise_dir", noise_dir, bad_files, silence_db, sample_rate, cache_dir)
-            if valid_noise_dir is not None:
-                valid = _good_files("valid_noise_dir", valid_noise_dir, bad_files, silence_db, sample_rate, cache_dir)
-                self._train_noise = [noise[n] for n in sorted(noise)]
-                self._valid_noise = [valid[n] for n in sorted(valid)]
-            elif len(noise) < 2:  # a single clip: shared, nothing to hold out
-                self._train_noise = self._valid_noise = list(noise.values())
-            else:
-                self._train_noise, self._valid_noise = _divide(noise, valid_fraction, f"data.noise_dir ({noise_dir})")
-        self._train_rir: list[AudioInfo] = []
-        self._valid_rir: list[AudioInfo] = []
-        if rir_dir is not None:
-            rirs = _good_files("rir_dir", rir_dir, bad_files, silence_db, sample_rate, cache_dir)
-            if valid_rir_dir is not None:
-                valid = _good_files("valid_rir_dir", valid_rir_dir, bad_files, silence_db, sample_rate, cache_dir)
-                self._train_rir, self._valid_rir = [rirs[n] for n in sorted(rirs)], [valid[n] for n in sorted(valid)]
-            elif len(rirs) < 2:
-                self._train_rir = self._valid_rir = list(rirs.values())
-            else:
-                self._train_rir, self._valid_rir = _divide(rirs, valid_fraction, f"data.rir_dir ({rir_dir})")
+
+        def pool(key: str, folder: str | None, valid_folder: str | None, ingredient: bool = True):
+            """Training and validation files of one folder; an ingredient (noise, rooms) is
+            optional (none: empty) and a single file of it serves both."""
+            if folder is None and ingredient:
+                return [], []
+            found = _good_files(key, folder, bad_files, silence_db, sample_rate, cache_dir)
+            valid = None
+            if valid_folder is not None:
+                valid = _good_files(f"valid_{key}", valid_folder, bad_files, silence_db, sample_rate, cache_dir)
+            return _split(found, valid, valid_fraction, f"data.{key} ({folder})", share_one=ingredient)
+
+        self._train, self._valid = pool("speech_dir", speech_dir, valid_speech_dir, ingredient=False)
+        self._train_noise, self._valid_noise = pool("noise_dir", noise_dir, valid_noise_dir)
+        self._train_rir, self._valid_rir = pool("rir_dir", rir_dir, valid_rir_dir)
         log.info(
             "data: %d training and %d validation speech files, %d/%d noise files, %d/%d room impulse responses",
             len(self._train),

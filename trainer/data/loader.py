@@ -17,10 +17,15 @@ per rank), done so that a resume mid-epoch and the draw keys still work.
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from trainer.data.staged import collate
+
+log = logging.getLogger("trainer")
 
 
 class EpochSampler(Sampler[int]):
@@ -123,3 +128,12 @@ def valid_loader(dataset: Dataset, batch_size: int, rank: int = 0, world: int = 
             raise ValueError(f"the validation set has {n} examples, fewer than the {world} processes")
         dataset = Subset(dataset, range(rank * n // world, (rank + 1) * n // world))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def spread_subset(dataset: Dataset, cap: int | None) -> Dataset:
+    """At most `cap` examples, evenly spread over the set (a corpus sorted by speaker keeps
+    every speaker), the same ones every epoch; `cap` None: all of them."""
+    if cap is None or cap >= len(dataset):
+        return dataset
+    log.info("validating on %d of the %d validation examples (trainer.validation.max_examples)", cap, len(dataset))
+    return Subset(dataset, np.linspace(0, len(dataset) - 1, cap).round().astype(int).tolist())

@@ -29,8 +29,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write
 from trainer.data.audio_io import AudioError, AudioInfo
+from trainer.files import atomic_write
 
 log = logging.getLogger("trainer")
 

@@ -40,7 +40,7 @@ ConfigStore.instance().store(
 
 class ExperimentSweeper(BasicSweeper):
     def _plan(self, overrides: List[str], index):
-        from trainer.experiments import plan_for
+        from trainer.experiments.plan import plan_for
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         hydra_config = HydraConfig.instance()
@@ -53,8 +53,8 @@ class ExperimentSweeper(BasicSweeper):
                 hydra_config.set_config(before)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from trainer.runs_index import RunsIndex
-        from trainer.sweep_manifest import report_plan, write_manifest
+        from trainer.experiments.index import RunsIndex
+        from trainer.experiments.manifest import report_plan, write_manifest
 
         params_conf = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

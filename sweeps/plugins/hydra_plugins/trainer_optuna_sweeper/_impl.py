@@ -18,9 +18,9 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from trainer import optuna_compat as compat
 from trainer import summary
-from trainer.optuna_compat import open_storage
+from trainer.search import optuna_compat as compat
+from trainer.search.optuna_compat import open_storage
 
 log = logging.getLogger("hydra_plugins.trainer_optuna_sweeper.sweeper")
 

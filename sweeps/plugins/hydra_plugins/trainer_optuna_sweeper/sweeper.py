@@ -25,14 +25,15 @@ launcher set-up) and replaces its sweep loop to close three known gaps:
 # Hydra imports this module in every run to find its plugins; Optuna is imported only by
 # _impl (a module Hydra's scan skips, as its name starts with "_") when a search starts.
 from dataclasses import dataclass
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
+from trainer.search import samplers
+
 try:
-    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, SamplerConfig, TPESamplerConfig
+    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 except ImportError as err:  # Hydra shows this as a warning; runs that do not search go on
     raise ImportError(
         "hydra/sweeper=trainer_optuna needs the released Optuna sweeper, installed without its optuna<3 pin: "
@@ -54,45 +55,9 @@ ConfigStore.instance().store(
 )
 
 
-# Samplers beside the released plugin's tpe, random, cmaes, nsgaii and grid
-# (hydra/sweeper/sampler=<name>):
-@dataclass
-class GPSamplerConfig(SamplerConfig):
-    """Optuna's Gaussian-process sampler (4.x): strong on small budgets of continuous
-    parameters, single- and multi-objective."""
-
-    _target_: str = "optuna.samplers.GPSampler"
-    seed: Optional[int] = None
-    n_startup_trials: int = 10
-    deterministic_objective: bool = False
-
-
-@dataclass
-class GridSamplerConfig(SamplerConfig):
-    """Every combination of the discrete search dimensions, in random order; the grid
-    itself is built from hydra.sweeper.params when the sweep starts. The released config
-    has no seed, which the presets set."""
-
-    _target_: str = "optuna.samplers.GridSampler"
-    _partial_: bool = True
-    seed: Optional[int] = None
-
-
-def register_samplers() -> None:
-    """Store gp, and this project's grid and motpe over the released plugin's. Hydra's
-    plugin scan re-executes every plugin module it walks, in path order, so where this
-    folder comes first (it is on PYTHONPATH for launcher workers) the released config would
-    store its own grid and motpe again afterwards: trainer/config.py calls this once more
-    after the scan."""
-    store = ConfigStore.instance().store
-    store(group="hydra/sweeper/sampler", name="gp", node=GPSamplerConfig, provider="audio-sweeps")
-    store(group="hydra/sweeper/sampler", name="grid", node=GridSamplerConfig, provider="audio-sweeps")
-    # Optuna 4 removed MOTPESampler: TPESampler itself handles several objectives now. The
-    # name stays, so that `sampler=motpe` from older configs keeps working.
-    store(group="hydra/sweeper/sampler", name="motpe", node=TPESamplerConfig, provider="audio-sweeps")
-
-
-register_samplers()
+# The project's samplers (gp, a seeded grid, motpe as TPE) must exist whenever Hydra reads
+# this module, as the released plugin's do.
+samplers.register()
 
 
 class TrainerOptunaSweeper(Sweeper):

@@ -1,0 +1,2 @@
+"""What uses a trained checkpoint: load it (`loading`), score it (`evaluate`, `dnsmos`),
+run it on recordings (`enhance`), export it (`export`)."""
