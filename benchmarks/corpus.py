@@ -1,6 +1,6 @@
 """Benchmark: what the embedded corpus costs a sweep, with and without its cache.
 
-    python -m sweeps.bench_corpus [--jobs 6] [--steps 10] [--repeats 1]
+    python -m benchmarks.corpus [--jobs 6] [--steps 10] [--repeats 1]
 
 Launches a multirun of `--jobs` short jobs (one optimizer each, `--steps` steps, the
 default data) three ways: with the corpus cache off (`data.cache_dir=null`: the first job
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.default_job import cpu
+from benchmarks.common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ["adamw", "adam", "sgd", "radam", "nadam", "adafactor"]
@@ -44,7 +44,7 @@ def sweep(jobs: int, steps: int, cache: str, out: Path) -> float:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
             times["warm cache (relaunch)"].append(sweep(args.jobs, args.steps, str(tmp / "cache"), tmp / "c"))
     print(
         f"## A {args.jobs}-job sweep of {args.steps}-step jobs (basic launcher)\n\n"
-        f"CPU: {cpu()}; {time.strftime('%Y-%m-%d')}\n"
+        f"CPU: {machine()}; {time.strftime('%Y-%m-%d')}\n"
     )
     print("| corpus | wall s (median) | per job s |\n|---|---|---|")
     for name, values in times.items():

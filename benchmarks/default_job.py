@@ -1,6 +1,6 @@
 """Benchmark: how long the default job takes, end to end, and where the time goes.
 
-    python -m sweeps.bench_default_job [--repeats 3] [--cap-isa avx2] [--warm-cache] [overrides...]
+    python -m benchmarks.default_job [--repeats 3] [--cap-isa avx2] [--warm-cache] [overrides...]
 
 Runs `python -m trainer [overrides]` as `make train` does (fresh run directory, and by
 default a fresh, empty corpus cache: what a user meets on a new clone), `--repeats` times,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,24 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import CAPS, machine
 from trainer import summary as run_summary
 from trainer.run_state import TIME_PARTS as PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu() -> str:
-    """'<model name>, <n> cores, flags: avx2 avx512f ...' from /proc/cpuinfo (Linux)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    have = [f for f in FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(have) or 'none of ' + ' '.join(FLAGS)}"
 
 
 def run_once(overrides: list[str], env: dict[str, str], cache: Path) -> tuple[float, dict]:
@@ -73,7 +59,7 @@ def run_once(overrides: list[str], env: dict[str, str], cache: Path) -> tuple[fl
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_default_job", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.default_job", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--cap-isa", choices=sorted(CAPS), help="run with the CPU's kernels capped at this instruction set"
@@ -95,7 +81,7 @@ def main(argv: list[str]) -> None:
     cache_state = "warm" if args.warm_cache else "cold"
     print(
         f"## The default job{job}: {args.repeats} runs, {cache_state} corpus cache\n\n"
-        f"CPU: {cpu()}{cap}; {time.strftime('%Y-%m-%d')}\n"
+        f"CPU: {machine()}{cap}; {time.strftime('%Y-%m-%d')}\n"
     )
     print("| run | wall s | " + " | ".join(PARTS) + " | SI-SDRi dB |")
     print("|---" * (len(PARTS) + 3) + "|")

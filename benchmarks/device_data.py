@@ -1,6 +1,6 @@
 """Benchmark: what the loader pays per sample, with the data finished in the loader or on the device.
 
-    python -m sweeps.bench_device_data [--batch 256] [--augment none default strong] [--files 200]
+    python -m benchmarks.device_data [--batch 256] [--augment none default strong] [--files 200]
 
 For the embedded synthetic data (the default config's corpus) and a `folder_mix` corpus
 written to a temporary folder, with each augmentation option, it times the two stages of
@@ -14,7 +14,7 @@ a training batch (trainer/data/staged.py) in this process:
 
 "supply" is what one loader process can feed, in samples/s (1 / loader time). Batches
 are the training batch size; one torch thread, as in a loader worker. Markdown output;
-nothing here is a test. The GPU figures come from `sweeps/gpu_precision_sweep.sh`.
+nothing here is a test. The GPU figures come from `benchmarks/recipes/gpu_precision_sweep.sh`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from benchmarks.common import write_corpus
 from trainer.data.folder import FolderMix
 from trainer.data.staged import training_set
 from trainer.data.synthetic import SyntheticSpeech
@@ -71,7 +72,7 @@ def measure(source, aug, batch: int, batches: int, device: torch.device) -> tupl
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.device_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--augment", nargs="+", default=["none", "default", "strong"])
@@ -82,8 +83,6 @@ def main(argv: list[str]) -> int:
     device = torch.device(args.device)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-device-data-") as tmp:
-        from benchmarks.folder_loader import write_corpus
-
         write_corpus(Path(tmp), args.files)
         sources = {
             "synthetic": SyntheticSpeech(cache_dir=str(Path("outputs/cache"))),

@@ -1,12 +1,12 @@
 """Benchmark: what gradient diagnostics cost at their default cadence.
 
-    python -m sweeps.bench_diagnostics [overrides...]     # default: loss=si_sdr_mrstft (two terms)
+    python -m benchmarks.diagnostics [overrides...]     # default: loss=si_sdr_mrstft (two terms)
 
 1. Per-kind cost. Median time of a plain training step, and of a step that also runs one
    kind of probe (per-term gradients, per-layer statistics, histograms; each written to a
    real TensorBoard writer), on the same in-memory batches. The amortised overhead at the
    configured cadence is sum(extra_k / every_k) / plain step.
-2. End to end. The real loop (`trainer.engine.train`) over blocks of steps with
+2. End to end. The real loop (`trainer.loop.engine.train`) over blocks of steps with
    diagnostics off and at the default cadence, interleaved so machine drift hits both;
    the median of the per-block time ratios. Target for both: at most 5% slower.
 Results print as Markdown; nothing here is a test.
@@ -14,6 +14,7 @@ Results print as Markdown; nothing here is a test.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.engine import InMemory, compose, engine_block, in_memory_feed
+from benchmarks.common import InMemory, compose, engine_block, in_memory_feed
 from trainer.config import DiagnosticsConfig
 from trainer.loop.checkpointer import Checkpointer
 from trainer.loop.diagnostics import GradientDiagnostics
@@ -51,6 +52,9 @@ def step_times(parts, batches, clip, diag, logger, repeats: int) -> float:
 
 
 def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.diagnostics", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="overrides of the job, e.g. model=conv")
+    argv = parser.parse_args(argv).overrides
     overrides = ["loss=si_sdr_mrstft", "trainer.num_workers=0", "trainer.checkpoint_every=0", *argv]
     cfg = compose(overrides)
     t = cfg.trainer

@@ -1,9 +1,9 @@
 """Benchmark: the engine's cost over a bare PyTorch loop, and data supply vs demand.
 
-    python -m sweeps.bench_engine [overrides...]      # e.g. model=lstm trainer.batch_size=32
+    python -m benchmarks.engine [overrides...]      # e.g. model=lstm trainer.batch_size=32
 
 1. Engine vs bare loop. The same model, batches (pre-generated, in memory) and optimizer
-   run through `trainer.engine.train` (the real loop: window sums, divergence flags,
+   run through `trainer.loop.engine.train` (the real loop: window sums, divergence flags,
    schedule, log cadence, then one validation batch and the `last`/`best` checkpoints)
    and through a hand-written loop doing the same useful work (including the same two
    checkpoint writes, so the comparison is about the loop, not the file format). Nine blocks
@@ -16,7 +16,7 @@ Results print as Markdown; nothing here is a test.
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import statistics
 import sys
 import tempfile
@@ -24,50 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import InMemory, compose, engine_block, in_memory_feed
 from trainer.checkpoint import snapshot
-from trainer.data.loader import EpochSampler
-from trainer.launch.startup import register
 from trainer.loop.checkpointer import Checkpointer
-from trainer.loop.engine import train
-from trainer.loop.parts import Feed
 from trainer.run import assemble
 from trainer.run_state import RunState
-
-
-class InMemory(Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i % len(self.items)]  # a draw key (trainer.data.loader)
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(str(conf), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
-
-
-def in_memory_feed(feed: Feed, dataset, batch_size: int, steps: int, valid_batch) -> Feed:
-    """`feed` with the training batches held in memory (one epoch of `steps`) and one
-    validation batch: the blocks time the loop, not the data."""
-    sampler = EpochSampler(len(dataset), steps * batch_size, 0, infinite=False)
-    return dataclasses.replace(
-        feed,
-        sampler=sampler,
-        train_loader=DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True),
-        steps_per_epoch=steps,
-        valid_loader=[valid_batch],
-    )
 
 
 def bare_block(parts, batches, valid_batch, grad_clip, log_every, checkpointer, state):
@@ -95,11 +57,10 @@ def bare_block(parts, batches, valid_batch, grad_clip, log_every, checkpointer, 
     checkpointer.save(checkpointer.best, ckpt)
 
 
-def engine_block(parts, cfg, state, checkpointer, tmp):
-    train(parts, cfg.trainer, state, checkpointer=checkpointer, history=tmp / "history.json")
-
-
 def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="overrides of the job, e.g. model=lstm trainer.batch_size=32")
+    argv = parser.parse_args(argv).overrides
     blocks, steps = 9, 60
     overrides = ["trainer.num_workers=0", "trainer.checkpoint_every=0", *argv]
     cfg = compose(overrides)

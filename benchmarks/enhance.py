@@ -1,6 +1,6 @@
 """Benchmark: `python -m trainer.enhance` throughput on CPU.
 
-    python -m sweeps.bench_enhance [--files 20] [--seconds 10] [--threads 1 2]
+    python -m benchmarks.enhance [--files 20] [--seconds 10] [--threads 1 2]
 
 Trains nothing: builds the default model (LSTM enhancer, random weights: speed does not
 depend on them) into a checkpoint, writes `--files` mono 16 kHz files of `--seconds` each,
@@ -21,34 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
+from benchmarks.common import ROOT, untrained_checkpoint
 from trainer.provenance import cpu
 
-ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-def checkpoint(folder: Path, overrides: tuple[str, ...] = ()) -> Path:
-    """A checkpoint of the default job's model (or `overrides`' model), untrained."""
-    from omegaconf import OmegaConf
-
-    from benchmarks.engine import compose
-    from trainer.build import build_model
-    from trainer.checkpoint import FORMAT
-
-    cfg = compose(list(overrides))
-    model = build_model(cfg.model)
-    job = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
-    )
-    path = folder / "model.pt"
-    torch.save({"format": FORMAT, "config": job, "model": model.state_dict()}, path)
-    return path
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.enhance", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -56,7 +37,7 @@ def main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-enhance-") as tmp:
         root = Path(tmp)
-        ckpt = checkpoint(root)
+        ckpt = untrained_checkpoint(root)
         rng = np.random.default_rng(0)
         (root / "in").mkdir()
         for i in range(args.files):

@@ -1,6 +1,6 @@
 """Benchmark: how fast the folder datasets feed training from disk, against what the model eats.
 
-    python -m sweeps.bench_folder_loader [--files 400] [--workers 0 1 2] [--batches 60]
+    python -m benchmarks.folder_loader [--files 400] [--workers 0 1 2] [--batches 60]
 
 Writes a corpus of `--files` speech files of 2-4 s (16 kHz; every fifth at 48 kHz, so
 resampling is part of the cost), as many noise files, and the matching clean/noisy pairs,
@@ -26,29 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 
+from benchmarks.common import compose, write_corpus
 from trainer.data.folder import FolderMix, FolderPairs
 from trainer.data.loader import train_loader
 from trainer.provenance import cpu
 
-BATCH, SR = 16, 16000
-
-
-def write_corpus(root: Path, files: int, resampled_every: int = 5) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(files):
-        rate = 48000 if resampled_every and i % resampled_every == 0 else SR
-        seconds = rng.uniform(2, 4)
-        t = np.arange(int(seconds * rate)) / rate
-        speech = 0.3 * np.sin(2 * np.pi * (150 + i % 200) * t * (1 + 0.1 * np.sin(3 * t))).astype(np.float32)
-        noise = (0.1 * rng.standard_normal(len(t))).astype(np.float32)
-        for folder, data in (("speech", speech), ("noise", noise), ("clean", speech), ("noisy", speech + noise)):
-            path = root / folder / f"spk{i % 20:02d}" / f"f{i:05d}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, data, rate, subtype="PCM_16")
+BATCH = 16
 
 
 def supply(dataset, workers: int, batches: int) -> float:
@@ -67,7 +52,6 @@ def supply(dataset, workers: int, batches: int) -> float:
 
 def consumption(steps: int = 20) -> float:
     """Samples/s of plain training steps of the default model (1 s, batch 16) on this CPU."""
-    from benchmarks.engine import compose
     from trainer.loop.engine import train_step
     from trainer.run import assemble
 
@@ -82,7 +66,7 @@ def consumption(steps: int = 20) -> float:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.folder_loader", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=400)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=60)

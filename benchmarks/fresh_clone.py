@@ -1,14 +1,14 @@
 """Benchmark: what a new user waits for on a fresh clone: `make test` and `make train`.
 
-    python -m sweeps.bench_fresh_clone [--target test|train|both] [--cap-isa avx2] [--keep DIR]
+    python -m benchmarks.fresh_clone [--target test|train|both] [--cap-isa avx2] [--keep DIR]
 
 Clones this checkout (its committed HEAD) into a temporary folder and times, from there,
 `make test` (creates .venv, installs everything, runs the suite) and then `make train`
 (the venv exists by then, so this is the default job on a new machine: empty corpus
 cache, no run directory). Prints the figures in Markdown with the machine (CPU model and
 flags) and the date. `--cap-isa avx2` runs both as on a CPU without AVX-512 (see
-bench_default_job). The output of each command goes to `<clone>/bench-<target>.log`.
-Nothing here is a test.
+`python -m benchmarks.default_job`). The output of each command goes to
+`<clone>/bench-<target>.log`. Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.default_job import CAPS, cpu
+from benchmarks.common import CAPS, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def timed(target: str, clone: Path, env: dict[str, str]) -> tuple[float, int]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_fresh_clone", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fresh_clone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=["test", "train", "both"], default="both")
     parser.add_argument(
         "--cap-isa", choices=sorted(CAPS), help="run with the CPU's kernels capped at this instruction set"
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
         seconds, rc = timed(target, clone, env)
         rows.append((target, seconds, rc))
     capped = f"; kernels capped at {args.cap_isa} ({CAPS[args.cap_isa]})" if args.cap_isa else ""
-    print(f"## Fresh clone of {commit}\n\nCPU: {cpu()}{capped}; {time.strftime('%Y-%m-%d')}\n")
+    print(f"## Fresh clone of {commit}\n\nCPU: {machine()}{capped}; {time.strftime('%Y-%m-%d')}\n")
     print("| command | wall | exit |\n|---|---|---|")
     for target, seconds, rc in rows:
         what = "install + suite" if target == "test" else ("default job" if len(rows) > 1 else "install + default job")

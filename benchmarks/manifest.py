@@ -1,6 +1,6 @@
 """Benchmark: the start-up cost of a folder dataset, first scan and later starts.
 
-    python -m sweeps.bench_manifest [--files 2500 10000] [--seconds 0.25]
+    python -m benchmarks.manifest [--files 2500 10000] [--seconds 0.25]
 
 For each size, writes that many short mono WAV files (16 kHz, `--seconds` long, a tone
 plus noise) into a temporary folder and times `trainer.data.folder._good_files`, what
@@ -57,7 +57,7 @@ def start(folder: Path, cache: Path) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.manifest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, nargs="+", default=[2500, 10000])
     parser.add_argument("--seconds", type=float, default=0.25)
     args = parser.parse_args(argv)

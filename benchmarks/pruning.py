@@ -1,6 +1,6 @@
 """Benchmark: what pruning saves in an Optuna search, and what the sampler costs.
 
-    python -m sweeps.bench_pruning [--trials 24] [--repeats 3]
+    python -m benchmarks.pruning [--trials 24] [--repeats 3]
 
 The same search (conf/search/tiny.yaml: learning rate, width, depth of the LSTM model on a
 small version of the embedded task, 9 epochs per trial) runs with successive-halving
@@ -71,7 +71,7 @@ def study_run(tmp: Path, name: str, pruner: str, seed: int, trials: int, reducti
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_pruning", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pruning", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reduction", type=int, default=3, help="successive halving's reduction factor")

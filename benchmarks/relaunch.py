@@ -1,6 +1,6 @@
 """Benchmark: what relaunching a finished sweep costs, per launcher.
 
-    python -m sweeps.bench_relaunch [--repeats 3]
+    python -m benchmarks.relaunch [--repeats 3]
 
 Trains a 48-job sweep of a tiny job once (4 optimizers x 4 widths x 3 seeds, basic
 launcher, in a temporary outputs folder), then relaunches the same command with the
@@ -77,7 +77,7 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.relaunch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-relaunch-") as tmp:

@@ -1,6 +1,6 @@
 """Benchmark: the runs index at scale.
 
-    python -m sweeps.bench_runs_index [--runs 10000]
+    python -m benchmarks.runs_index [--runs 10000]
 
 Writes N synthetic run folders (experiment.json with a real resolved config, summary.json,
 .hydra/) spread over 100 sweep folders under a temporary outputs folder, then times, as
@@ -26,19 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import compose
 from trainer.experiments.index import RunsIndex
 from trainer.identity import digest, job_config
 from trainer.provenance import cpu
 
 
 def real_config() -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from trainer.launch.startup import register
-
-    register()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return job_config(compose("config"))
+    return job_config(compose([]))
 
 
 def write_run(folder: Path, i: int, config: dict, rng: random.Random) -> None:
@@ -65,7 +60,7 @@ def timed(fn) -> float:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.runs_index", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10000)
     args = parser.parse_args(argv)
     config, rng = real_config(), random.Random(0)

@@ -1,6 +1,6 @@
 """Benchmark: does a model trained on the embedded data help on real speech?
 
-    python -m sweeps.bench_speech [RUN_DIR] [--data DIR]    # RUN_DIR defaults to outputs/runs/default
+    python -m benchmarks.speech [RUN_DIR] [--data DIR]    # RUN_DIR defaults to outputs/runs/default
 
 Scores RUN_DIR's best checkpoint on the espeak-ng speech set (built by
 `trainer.data.speech_testset` on first use) and prints, in Markdown, SI-SDR improvement and
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from trainer.data import speech_testset
 from trainer import summary as run_summary
 from trainer.build import build_task
+from trainer.data import speech_testset
 from trainer.inference.evaluate import means, pair_examples, paired_files, score
 from trainer.inference.loading import load_model
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_speech", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speech", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, nargs="?", default=Path("outputs/runs/default"))
     parser.add_argument("--data", type=Path, default=Path("outputs/speech_testset"))
     args = parser.parse_args(argv)

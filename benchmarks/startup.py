@@ -1,6 +1,6 @@
 """Benchmark: how long the CLI takes to start training, and what a multirun adds per job.
 
-    python -m sweeps.bench_startup [--repeats 5]
+    python -m benchmarks.startup [--repeats 5]
 
 1. Start-up. Wall time from launching `python -m trainer` (default config, compile off)
    to its training loop, then to the first batch, against the wall time of
@@ -71,7 +71,7 @@ def sweep(tmp: Path, name: str, jobs: int) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_startup", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as name:

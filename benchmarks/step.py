@@ -1,11 +1,11 @@
 """Benchmark: the training step under each choice for a faster reduced-precision step.
 
-    python -m sweeps.bench_step [--steps 20] [--blocks 5] [--variant "OVERRIDES" ...] [-- overrides...]
+    python -m benchmarks.step [--steps 20] [--blocks 5] [--variant "OVERRIDES" ...] [-- overrides...]
 
-Times `trainer.engine.train_step` (the real step: autocast, loss, backward, clipping,
+Times `trainer.loop.engine.train_step` (the real step: autocast, loss, backward, clipping,
 optimizer) on batches held on the device, so the figure is the model's and the
 optimizer's, not the loader's. Each variant is a set of overrides on the run's config;
-the defaults are issue 22's candidates on the conv U-Net:
+the defaults are the candidates for a faster reduced-precision step on the conv U-Net:
 
 * precision fp32 against bf16 autocast;
 * `model.channels_last`: 1-D convs as 2-D channels-last convs (no cuDNN layout transposes);
@@ -30,7 +30,7 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.engine import compose
+from benchmarks.common import compose
 from sweeps.report import flops_per_example, peak_flops
 from trainer.loop.engine import train_step
 from trainer.loop.validation import to_device
@@ -89,7 +89,7 @@ class Variant:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.bench_step", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per block")
     parser.add_argument("--blocks", type=int, default=5, help="timed blocks per variant (one more warms up)")
     parser.add_argument("--batch2", type=int, default=0, help="also run fp32 eager and bf16 + all at this batch")

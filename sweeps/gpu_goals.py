@@ -1,10 +1,10 @@
-"""The GPU throughput goals of issue 22, read off a sweep report.
+"""The GPU throughput goals for the reduced-precision, compiled step, read off a sweep report.
 
     python -m sweeps.gpu_goals <report.csv or sweep dir> [--model conv]
 
 Reads the `report.csv` that `python -m sweeps.report <dir> --baseline
-precision=fp32,compile=none,... --mfu` writes (sweeps/gpu_precision_sweep.sh runs it), and
-prints each goal beside the measured figure:
+precision=fp32,compile=none,... --mfu` writes (benchmarks/recipes/gpu_precision_sweep.sh
+runs it), and prints each goal beside the measured figure:
 
 * bf16 + compile >= 2.5x fp32 eager (the best compiled bf16 row);
 * bf16 eager >= 1.0x fp32 eager;

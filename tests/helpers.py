@@ -1,6 +1,9 @@
-"""Test-only components, reachable from config as `_target_: tests.helpers.<name>`."""
+"""Test-only components, reachable from config as `_target_: tests.helpers.<name>`, and the
+small helpers the tests share."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -121,3 +124,17 @@ class TermOnce(nn.Module):
                 Path(self.marker).touch()
                 os.kill(os.getpid(), signal.SIGTERM)
         return self.inner(x)
+
+
+def untrained_checkpoint(folder: Path, *overrides: str) -> Path:
+    """`folder/model.pt`: the job's model (the default job's, or `overrides`'), untrained,
+    with the config that rebuilds it: what the tools that use a trained model read."""
+    from tests.conftest import compose_cfg
+    from trainer.build import build_model
+    from trainer.checkpoint import weights
+    from trainer.identity import job_config
+
+    cfg = compose_cfg(*overrides)
+    path = Path(folder) / "model.pt"
+    torch.save(weights(build_model(cfg.model), job_config(cfg)), path)
+    return path

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from tests.conftest import ROOT, THREADS, TINY_TRANSDUCER, compose_cfg
+from tests.helpers import untrained_checkpoint
 from trainer.inference.enhance import crossfade, enhance
 from trainer.inference.loading import load_model
 
@@ -96,7 +97,6 @@ def test_a_transducer_checkpoint_and_bad_arguments_are_refused(checkpoint, tmp_p
 def test_stream_carries_state_hop_by_hop(checkpoint, tmp_path):
     """--stream: a causal LSTM run as the exported streaming model runs, realigned to the
     input; close to the one-shot output once its running level has settled."""
-    from benchmarks.enhance import checkpoint as untrained
     from models.streaming import StreamingEnhancer
     from trainer.inference.enhance import enhance_streaming, main
 
@@ -115,7 +115,7 @@ def test_stream_carries_state_hop_by_hop(checkpoint, tmp_path):
     late = slice(SR // 2, -SR // 10)  # after the level has settled, before the offline model's padded end
     snr = 10 * np.log10((whole[late] ** 2).sum() / ((whole[late] - streamed[late]) ** 2).sum())
     assert snr > 20, f"streamed output {snr:.1f} dB from the one-shot output"
-    conv = untrained(tmp_path, ("model=conv",))
+    conv = untrained_checkpoint(tmp_path, "model=conv")
     with pytest.raises(SystemExit) as refused:
         main([str(conv), str(tmp_path / "x.wav"), "-o", str(tmp_path / "c"), "--stream"])
     assert refused.value.code == 101 and not (tmp_path / "c").exists()

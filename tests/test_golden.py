@@ -1,5 +1,6 @@
 """Refactors change no result: a fixed short job of each task reproduces its golden record
-(tests/golden/, written before the redesign of issue 17 by `python -m tests.golden`)."""
+(tests/golden/, written by `python -m tests.golden` before a refactor, rewritten only when a
+change is meant to move the results)."""
 
 from __future__ import annotations
 

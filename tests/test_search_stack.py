@@ -1,7 +1,7 @@
-"""The search stack on current Optuna (issue 21): every sampler option runs, journal storage
-for workers without a database server, bad storage and changed search spaces refused
-before a trial starts, studies from Optuna 2.10 migrated, optuna-dashboard in a real
-headless browser."""
+"""The search stack on current Optuna (4.x, under a Hydra sweeper released for Optuna 2):
+every sampler option runs, journal storage for workers without a database server, bad
+storage and changed search spaces refused before a trial starts, studies from Optuna 2.10
+migrated, optuna-dashboard in a real headless browser."""
 
 from __future__ import annotations
 

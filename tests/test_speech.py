@@ -72,8 +72,8 @@ def test_long_term_spectrum_tilts_like_speech(utterances):
     shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)"
 )
 def test_short_run_improves_si_sdr_on_espeak_speech(tmp_path):
-    from trainer.data import speech_testset
     from tests.conftest import compose_cfg
+    from trainer.data import speech_testset
     from trainer.inference.evaluate import means, pair_examples, paired_files, score
     from trainer.loop.engine import train_step
     from trainer.run import assemble

@@ -1,10 +1,14 @@
-"""The choices for a faster reduced-precision step (issue 22): channels-last 2-D convs,
-BatchNorm in float32 under autocast, a fused optimizer. Each is a config switch that must
-compute what the default computes; their speed is measured by sweeps/bench_step.py."""
+"""The choices for a faster reduced-precision step (bf16 autocast on the conv U-Net):
+channels-last 2-D convs, BatchNorm in float32 under autocast, a fused optimizer. Each is a
+config switch that must compute what the default computes; their speed is measured by
+`python -m benchmarks.step`."""
 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,8 +17,7 @@ from torch import nn
 
 from models import ConvUNet
 from models.layers import BatchNorm1dFloat32, BatchNorm2dFloat32
-from sweeps import bench_step
-from tests.conftest import tiny
+from tests.conftest import ROOT, THREADS, tiny
 from trainer.build import build_optimizer
 from trainer.run import assemble
 
@@ -114,12 +117,35 @@ def test_every_choice_composes_and_a_run_trains(tiny_run):
     assert summary["status"] == "completed"
 
 
-def test_the_step_benchmark_prints_each_variant(capsys):
-    """sweeps/bench_step.py end to end on a tiny model (its figures are not checked: a benchmark)."""
-    code = bench_step.main(["--steps", "1", "--blocks", "1", "--batch2", "4", "model=conv", "model.hidden=4",
-                            "trainer.batch_size=2", "data.segment_seconds=0.25", "data.corpus_size=4",
-                            "data.noise_corpus_size=4", "data.val_size=4"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0
-    for name in [*bench_step.CHOICES, "fp32 eager, batch 4", "bf16 + all three, batch 4"]:
-        assert f"| {name} |" in out
+# the variants `python -m benchmarks.step` times by default, and the two it adds with --batch2 4
+VARIANTS = [
+    "fp32 eager",
+    "bf16 eager",
+    "bf16 + channels_last",
+    "bf16 + norm_float32",
+    "bf16 + fused optimizer",
+    "bf16 + all three",
+    "fp32 + channels_last + fused",
+    "fp32 eager, batch 4",
+    "bf16 + all three, batch 4",
+]
+
+
+def test_the_step_benchmark_prints_each_variant():
+    """`python -m benchmarks.step` end to end on a tiny model, as a user runs it: one row per
+    variant, each timed (its figures are not checked: a benchmark)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.step", "--steps", "1", "--blocks", "1", "--batch2", "4", "model=conv",
+         "model.hidden=4", "trainer.batch_size=2", "data.segment_seconds=0.25", "data.corpus_size=4",
+         "data.noise_corpus_size=4", "data.val_size=4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": THREADS},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0][0].strip() == "variant"  # the header, then a row per variant
+    table = {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+    assert list(table) == VARIANTS
+    for name, (batch, step_ms, samples_s, vs_fp32, _mfu) in table.items():
+        assert int(batch) == (4 if name.endswith("batch 4") else 2), name
+        assert float(step_ms) > 0 and float(samples_s) > 0 and vs_fp32.endswith("x"), name
+    assert table["fp32 eager"][3] == table["fp32 eager, batch 4"][3] == "1.00x"  # each against fp32 at its batch

@@ -3,7 +3,7 @@ ConfigStore (trainer/launch/startup.py); this module imports nothing from the pr
 
 Hydra checks types and unknown keys of the typed nodes (`trainer`, `precision`, `compile`)
 when it composes. Two holes remain, closed by `validate`, which runs from a Hydra callback
-(trainer/hydra_callbacks.py) before any run directory exists:
+(trainer/launch/callbacks.py) before any run directory exists:
   * `+trainer.lrr=0.1` adds a key even to a typed node (Hydra opens the node for `+`);
   * the `_target_` groups (model, optim, sched, loss, task, data, augment) have no schema, so a
     misspelt argument would only fail deep inside the run.
@@ -77,7 +77,7 @@ class ValidationConfig:
 
 @dataclass
 class DiagnosticsConfig:
-    # Gradient diagnostics (trainer/diagnostics.py, docs/gradients.md); 0 turns a part off.
+    # Gradient diagnostics (trainer/loop/diagnostics.py, docs/gradients.md); 0 turns a part off.
     terms_every: int = 100  # steps between per-loss-term gradient analyses (an extra backward per term)
     layers_every: int = 50  # steps between per-layer gradient norms, update/weight ratios, weight norms
     histograms_every: int = 500  # steps between weight and gradient histograms
@@ -111,7 +111,7 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"  # auto = cuda when present, else cpu; or cpu, cuda, cuda:1, ...
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
-    num_workers: int = 0  # 0 is fastest on few cores: mixing is cheap, worker IPC is not (see README)
+    num_workers: int = 0  # 0 is fastest on few cores: mixing is cheap, worker IPC is not (docs/guide/performance.md)
     # Mixing and augmentation as batched ops on the training device, after the copy; the
     # loader only draws and reads (trainer/data/staged.py). For a GPU the CPU cannot feed.
     data_on_device: bool = False
@@ -193,7 +193,7 @@ class Config:
     # Where runs, multiruns and the runs index live (conf/config.yaml: $TRAINER_OUTPUTS or outputs).
     outputs: str = "outputs"
     # A relaunched sweep skips experiments that failed or diverged; true runs them again,
-    # each in a fresh folder (trainer/experiments.py).
+    # each in a fresh folder (trainer/experiments/plan.py).
     retry_failed: bool = False
 
 

@@ -140,7 +140,7 @@ def join_run_dir(argv: list[str]) -> list[str]:
     if "-m" in argv or "--multirun" in argv:
         sys.exit(
             "torchrun runs one job: drop -m/--multirun. To sweep data-parallel jobs, launch one "
-            "torchrun per job (README: 'From one laptop to a cluster')."
+            "torchrun per job (docs/guide/cluster.md)."
         )
     if {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"} & set(argv):
         sys.exit("torchrun is for training: run --cfg/--help/--info as plain `python -m trainer ...`")

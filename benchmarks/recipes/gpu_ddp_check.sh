@@ -3,7 +3,7 @@
 # torchrun, DDP inside CUDA graphs, cuDNN LSTM, AMP), then the cost of the DDP wrapper on
 # one GPU: the same job as one plain process and under `torchrun --nproc_per_node=1`,
 # eager and compiled (reduce-overhead), bf16.
-#   sweeps/gpu_ddp_check.sh OUT_DIR      (TESTS=0: skip the tests; COMPILE="none": eager only)
+#   benchmarks/recipes/gpu_ddp_check.sh OUT_DIR      (TESTS=0: skip the tests; COMPILE="none": eager only)
 set -uo pipefail
 OUT=${1:?usage: $0 OUT_DIR}
 PY=${PYTHON:-python3}

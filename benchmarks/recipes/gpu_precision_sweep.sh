@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # The GPU precision/compile comparison whose report is committed under docs/, on the conv
 # U-Net at a batch that keeps an H100/H200 busy. Phases, most informative first:
-#   goals         issue 22's goals in six runs: the fp32 eager baseline (twice: cudnn.benchmark
-#                 off and on, for the quality goal's spread); bf16 with every
+#   goals         the GPU throughput goals (bf16 + compile >= 2.5x fp32 eager, bf16 eager
+#                 >= 1.0x, data wait <= 2%, MFU >= 25%, validation quality within the fp32
+#                 spread; sweeps/gpu_goals.py) in six runs: the fp32 eager baseline (twice:
+#                 cudnn.benchmark off and on, for the quality goal's spread); bf16 with every
 #                 choice for a faster step (FAST below: channels-last convs, float32
 #                 BatchNorm, a fused optimizer, data made on the device), eager and under
 #                 CUDA graphs; the same at batch 1024; and the fastest setting on folder_mix
 #                 read from disk (a corpus written to $WORK/corpus)
-#   step_choices  each of those choices alone, step time only (sweeps/bench_step.py)
-#   bench_data    the per-sample cost of the data stages, loader vs device (sweeps/bench_device_data.py)
+#   step_choices  each of those choices alone, step time only (python -m benchmarks.step)
+#   bench_data    the per-sample cost of the data stages, loader vs device
+#                 (python -m benchmarks.device_data)
 #   eager compiled profile autotune   fp32 and bf16/fp16 autocast, with and without
 #                 cudnn.benchmark, eager and torch.compile (reduce-overhead = CUDA graphs,
 #                 max-autotune), profiler tables of the eager fp32 and bf16 steps
 #   device_data   data on the device against the loader at the fastest compile modes
 #   lstm transducer  the other models, each against its own fp32 eager row
-#   sweeps/gpu_precision_sweep.sh OUT_DIR [extra overrides...]
+#   benchmarks/recipes/gpu_precision_sweep.sh OUT_DIR [extra overrides...]
 #   PHASES="goals step_choices bench_data" fits a 15-minute lease; the default is all of them.
 #   BIG_BATCH (1024) is the larger batch of goals and step_choices; BENCH_DATA_ARGS go to
-#   sweeps/bench_device_data.py (a dry run on CPU: "--batch 16 --batches 2 --files 20").
-# After each conv phase, `python -m sweeps.gpu_goals` prints issue 22's goals beside the
+#   python -m benchmarks.device_data (a dry run on CPU: "--batch 16 --batches 2 --files 20").
+# After each conv phase, `python -m sweeps.gpu_goals` prints those goals beside the
 # measured figures (OUT_DIR/goals.md).
 # Runs are written under $WORK (default OUT_DIR). OUT_DIR receives the reports and a
 # tarball of the small files (summaries, histories, configs, logs), never checkpoints.
@@ -60,7 +63,7 @@ run() {  # NAME OVERRIDES...: a multirun on the embedded data
 folder() {  # NAME OVERRIDES...: a multirun on folder_mix, from a corpus on disk written once
   local name=$1
   shift
-  [ -d "$WORK/corpus/speech" ] || $PY -c "import sys; from pathlib import Path; from sweeps.bench_folder_loader import write_corpus; write_corpus(Path(sys.argv[1]), 400)" "$WORK/corpus"
+  [ -d "$WORK/corpus/speech" ] || $PY -c "import sys; from pathlib import Path; from benchmarks.common import write_corpus; write_corpus(Path(sys.argv[1]), 400)" "$WORK/corpus"
   $PY -m trainer -m "${COMMON[@]}" data=folder_mix data.speech_dir="$WORK/corpus/speech" \
     data.noise_dir="$WORK/corpus/noise" data.cache_dir="$WORK/cache" "$@" hydra.sweep.dir="$WORK/$name" > "$WORK/$name.log" 2>&1
 }
@@ -74,7 +77,7 @@ for phase in $PHASES; do
       run goals_1024 precision=amp_bf16 precision.cudnn_benchmark=true compile=reduce_overhead "${FAST[@]}" trainer.batch_size="${BIG_BATCH:-1024}"
       folder goals_folder precision=amp_bf16 precision.cudnn_benchmark=true compile=reduce_overhead "${FAST[@]}" ;;
     step_choices)
-      $PY -m sweeps.bench_step --batch2 "${BIG_BATCH:-1024}" model=conv model.hidden=64 model.depth=5 trainer.batch_size=256 \
+      $PY -m benchmarks.step --batch2 "${BIG_BATCH:-1024}" model=conv model.hidden=64 model.depth=5 trainer.batch_size=256 \
         "${SYNTHETIC[@]}" "$@" > "$WORK/bench_step.md" 2>&1; cat "$WORK/bench_step.md"
       keep "$WORK/bench_step.md"; continue ;;
     eager) run eager precision=fp32,amp_bf16,amp_fp16 precision.cudnn_benchmark=false,true compile=none ;;
@@ -93,7 +96,7 @@ for phase in $PHASES; do
         trainer.data_on_device=false,true augment=none,default
       folder device_data_folder precision=amp_bf16 precision.cudnn_benchmark=true compile=reduce_overhead \
         trainer.data_on_device=false,true ;;
-    bench_data) $PY -m sweeps.bench_device_data ${BENCH_DATA_ARGS:-} > "$WORK/bench_device_data.md" 2>&1; cat "$WORK/bench_device_data.md"
+    bench_data) $PY -m benchmarks.device_data ${BENCH_DATA_ARGS:-} > "$WORK/bench_device_data.md" 2>&1; cat "$WORK/bench_device_data.md"
       keep "$WORK/bench_device_data.md"; continue ;;
     # other models: their own folder and report (a speedup against the conv baseline means nothing)
     lstm|transducer)

@@ -24,7 +24,7 @@ deployment would give, with no chunks, in constant memory, and its level a runni
 over the past `--level-seconds`.
 
 `--score` rates every input and output with DNSMOS P.835 (reference-free;
-trainer/dnsmos.py) into `<out>/dnsmos.csv` and prints the means. Existing outputs are
+trainer/inference/dnsmos.py) into `<out>/dnsmos.csv` and prints the means. Existing outputs are
 skipped unless `--overwrite`. A file that cannot be read is named and skipped; the exit
 status is the number of files that failed (at most 100), 0 when all were written, 101
 when nothing could be started (checkpoint, paths, arguments).

@@ -9,7 +9,7 @@ wide- and narrow-band, STOI and ESTOI for the noisy input and the output.
 Super-resolution: `<data dir>` (or its `clean/`) holds full-band speech; the input is
 band-limited as in training; one row per file with LSD (full band and regenerated band)
 and SI-SDR for the band-limited input and the output.
-`--dnsmos` adds DNSMOS P.835 (SIG, BAK, OVRL; reference-free, trainer/dnsmos.py) of input
+`--dnsmos` adds DNSMOS P.835 (SIG, BAK, OVRL; reference-free, trainer/inference/dnsmos.py) of input
 and output; then `<data dir>` may hold recordings alone (`noisy/` or the folder itself).
 Prints the means and saves them beside the CSV as JSON; `--write-audio` also saves every
 output there (`<csv stem>-audio/<file>.wav`).
@@ -105,7 +105,7 @@ def score(
 
 
 def reference_free(inputs: torch.Tensor, output: torch.Tensor, sample_rate: int) -> dict[str, float]:
-    """DNSMOS P.835 of the input and of the output (trainer/dnsmos.py)."""
+    """DNSMOS P.835 of the input and of the output (trainer/inference/dnsmos.py)."""
     from trainer.inference import dnsmos
 
     row = {}

@@ -1,8 +1,8 @@
 """The training loop. `train` reads top to bottom; the components it calls decide their own
-cadence: the metrics window when to log (trainer/window.py), the checkpointer when a save
+cadence: the metrics window when to log (trainer/loop/window.py), the checkpointer when a save
 is due (trainer/checkpoint.py), validation what each epoch computes
-(trainer/validation.py), the stop policy what ends the run (trainer/stopping.py), the
-ledger where the time goes (trainer/timing.py). `train_step` is one optimizer step.
+(trainer/loop/validation.py), the stop policy what ends the run (trainer/loop/stopping.py), the
+ledger where the time goes (trainer/loop/timing.py). `train_step` is one optimizer step.
 
 Host syncs (`.item()`, `.tolist()`) happen only at log points, checkpoints and validation:
 between them the loop only queues device work, so a GPU never waits for Python.
@@ -47,7 +47,7 @@ class Logs:
 def train_step(
     p: Parts, micro_batches: list[dict[str, torch.Tensor]], grad_clip: float | None, probe: Probe | None = None
 ) -> StepOut:
-    """One optimizer step over `micro_batches`. A `probe` (trainer/diagnostics.py), on the
+    """One optimizer step over `micro_batches`. A `probe` (trainer/loop/diagnostics.py), on the
     steps where diagnostics are due, measures the terms' gradients, the true gradients
     before clipping, and the update."""
     net, opt = p.network, p.optim
@@ -121,7 +121,7 @@ def train(
     stop=None,
 ) -> RunState:
     """Train until the epoch budget, early stopping, divergence or (in a search) the
-    trial's pruner says stop; returns the final state. `stop` (trainer.signals.GracefulStop)
+    trial's pruner says stop; returns the final state. `stop` (trainer.loop.signals.GracefulStop)
     ends the run after the current step with a checkpoint and status `interrupted`.
     `history` (rank 0 only) gets the validation history after each epoch."""
     logs = logs or Logs()

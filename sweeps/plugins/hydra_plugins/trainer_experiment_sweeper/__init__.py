@@ -2,7 +2,7 @@
 as a set of experiments.
 
 Before launching a batch it composes each job (which also validates it), works out the
-job's experiment and what exists of it (trainer/experiments.py `plan`), and launches only
+job's experiment and what exists of it (trainer/experiments/plan.py `plan`), and launches only
 the new, unfinished and retried ones: a relaunched sweep trains what is missing,
 whatever the launcher (basic, joblib, submitit), because the jobs it skips never reach
 it. Jobs that are one experiment spelled twice run once. The plan is printed, and

@@ -37,7 +37,7 @@ try:
 except ImportError as err:  # Hydra shows this as a warning; runs that do not search go on
     raise ImportError(
         "hydra/sweeper=trainer_optuna needs the released Optuna sweeper, installed without its optuna<3 pin: "
-        "pip install --no-deps hydra-optuna-sweeper==1.3.0 (README, Quick start)"
+        "pip install --no-deps hydra-optuna-sweeper==1.3.0 (README.md, Quick start)"
     ) from err
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures measured on this machine; none is a test."""
