@@ -22,7 +22,7 @@ class ConvUNet(nn.Module):
     `batchnorm=True` puts a BatchNorm after each strided conv; the conv's bias is then
     removed automatically unless `bias_before_norm=True` (kept only to measure its cost).
 
-    Two ways of running the same network, for GPU throughput (docs/performance.md):
+    Two ways of running the same network, for GPU throughput (docs/guide/performance.md):
     `channels_last=True` runs each 1-D conv as a 2-D conv of height 1 on channels-last
     tensors, so cuDNN's NHWC kernels (what it picks for bf16 on Hopper) need no layout
     transposes around every conv; `norm_float32=True` keeps BatchNorm in float32 under

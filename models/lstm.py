@@ -11,7 +11,7 @@ What the block takes care of, so a model does not have to:
   Jozefowicz et al. 2015): the cell remembers by default, gradients survive long sequences
   from the first step. The weights keep PyTorch's uniform init: Xavier input and
   orthogonal recurrent weights were measured 0.5 dB worse after 600 steps of the default
-  job (docs/lstm.md).
+  job (docs/guide/tasks-and-models.md).
 * **Precision.** Under autocast the LSTM runs in the autocast dtype where PyTorch runs it
   in that dtype: bf16 on CPUs with native bf16, fp16 on CUDA (GradScaler guards its
   gradients). Three exceptions run the recurrence alone in float32 (`recurrence_dtype`):

@@ -4,7 +4,7 @@
 
 Writes terms.png (each loss term's share of the gradient and the terms' cosine),
 layers.png (gradient norm per layer group, log scale) and updates.png (update-to-weight
-ratio per group) into DIR (default: the run dir). docs/gradients.md shows them.
+ratio per group) into DIR (default: the run dir). docs/guide/gradients.md shows them.
 """
 
 from __future__ import annotations

@@ -127,6 +127,11 @@ def test_readme_cluster_commands_compose():
     assert proc.returncode == 0 and "optim:" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_slurm_scripts_parse():
-    for script in (ROOT / "sweeps" / "slurm").glob("*.sbatch"):
+def test_machine_recipes_parse():
+    scripts = sorted((ROOT / "benchmarks" / "recipes").rglob("*.sh")) + sorted(
+        (ROOT / "benchmarks" / "recipes").rglob("*.sbatch")
+    )
+    names = {s.name for s in scripts}
+    assert {"ddp.sbatch", "search_workers.sbatch", "gpu_precision_sweep.sh"} <= names, names  # none lost
+    for script in scripts:
         subprocess.run(["bash", "-n", str(script)], check=True)

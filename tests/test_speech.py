@@ -1,6 +1,6 @@
 """The embedded voices look like speech, and a model trained on them helps on real speech.
 
-The targets are the ones stated in README ("The embedded dataset"), from the phonetics
+The targets are the ones stated in docs/guide/default-job.md ("The embedded dataset"), from the phonetics
 literature (Hillenbrand et al. 1995 for pitch and formants; Byrne et al. 1994 for the
 long-term average spectrum of speech) and checked against espeak-ng's output.
 """

@@ -77,7 +77,7 @@ class ValidationConfig:
 
 @dataclass
 class DiagnosticsConfig:
-    # Gradient diagnostics (trainer/loop/diagnostics.py, docs/gradients.md); 0 turns a part off.
+    # Gradient diagnostics (trainer/loop/diagnostics.py, docs/guide/gradients.md); 0 turns a part off.
     terms_every: int = 100  # steps between per-loss-term gradient analyses (an extra backward per term)
     layers_every: int = 50  # steps between per-layer gradient norms, update/weight ratios, weight norms
     histograms_every: int = 500  # steps between weight and gradient histograms

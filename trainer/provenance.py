@@ -8,6 +8,7 @@ beside the run as `git.diff`, so a row of a report can always be traced to its c
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import socket
@@ -16,6 +17,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("trainer")
 
 ROOT = Path(__file__).resolve().parents[1]
 DIFF = "git.diff"
@@ -107,9 +110,14 @@ def collect(run_dir: Path | None = None, command: list[str] | None = None, root:
     if diff is not None:
         git["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
         if run_dir is not None:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            (Path(run_dir) / DIFF).write_text(diff)
-            git["diff_file"] = DIFF
+            try:
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                (Path(run_dir) / DIFF).write_text(diff)
+                git["diff_file"] = DIFF
+            except OSError as err:  # the record says so; the run itself is not at stake
+                (Path(run_dir) / DIFF).unlink(missing_ok=True)
+                git["diff_file"] = None
+                log.warning("could not keep the uncommitted changes beside the run (%s): %s", DIFF, err)
     return {
         "git": git,
         "command": command or process_command(),

@@ -9,7 +9,7 @@ batched tensor ops (cropping, mixing, augmentation) on whatever device the batch
 With `trainer.data_on_device=false` (the default) the loader runs both stages and ships
 finished pairs, as any PyTorch loader does. With `true` it ships the ingredients and the
 engine finishes each batch on the device, right after the copy: on a fast GPU the
-per-sample work would otherwise starve the step (docs/performance.md). Both ways run the
+per-sample work would otherwise starve the step (docs/guide/performance.md). Both ways run the
 same code on the same draws, so their batches agree within float rounding, whatever the
 device and the number of workers (tests/test_data_on_device.py).
 """

@@ -1,4 +1,4 @@
-"""Export a trained enhancer for use outside the trainer (docs/export.md).
+"""Export a trained enhancer for use outside the trainer (docs/guide/export-and-enhance.md).
 
     python -m trainer.export <checkpoint.pt or run dir> -o <out dir>
                              [--formats torchscript,onnx] [--level-seconds 3] [--fixed-scale RMS] [--overwrite]

@@ -251,7 +251,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             if "storage upgrade" in str(err):
                 raise ValueError(
                     f"hydra.sweeper.storage={url}: this study storage was written by an older Optuna. Back it up, "
-                    f"then upgrade it once: optuna storage upgrade --storage '{url}' (docs/search.md, "
+                    f"then upgrade it once: optuna storage upgrade --storage '{url}' (docs/guide/search.md, "
                     "'Studies from Optuna 2.10')"
                 ) from None
             raise ValueError(
