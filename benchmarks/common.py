@@ -15,7 +15,7 @@ from trainer.build import build_model
 from trainer.checkpoint import weights
 from trainer.data.loader import EpochSampler
 from trainer.identity import job_config
-from trainer.launch.startup import register
+from trainer.launch.startup import compose
 from trainer.loop.engine import train
 from trainer.loop.parts import Feed
 from trainer.provenance import cpu
@@ -24,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # the CPU's kernels capped at an instruction set: oneDNN, ATen and MKL as on a CPU without AVX-512
 CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the CPU flags that decide the kernels
-
-
-def compose(overrides: list[str]):
-    """The job config of `python -m trainer [overrides]`, composed in this process."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 def machine() -> str:

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.common import InMemory, compose, engine_block, in_memory_feed
+from benchmarks.common import InMemory, engine_block, in_memory_feed
 from trainer.config import DiagnosticsConfig
+from trainer.launch.startup import compose
 from trainer.loop.checkpointer import Checkpointer
 from trainer.loop.diagnostics import GradientDiagnostics
 from trainer.loop.engine import train_step

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import InMemory, compose, engine_block, in_memory_feed
+from benchmarks.common import InMemory, engine_block, in_memory_feed
 from trainer.checkpoint import snapshot
+from trainer.launch.startup import compose
 from trainer.loop.checkpointer import Checkpointer
 from trainer.run import assemble
 from trainer.run_state import RunState

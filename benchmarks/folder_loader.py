@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import compose, write_corpus
+from benchmarks.common import write_corpus
 from trainer.data.folder import FolderMix, FolderPairs
 from trainer.data.loader import train_loader
+from trainer.launch.startup import compose
 from trainer.provenance import cpu
 
 BATCH = 16

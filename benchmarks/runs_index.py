@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import compose
 from trainer.experiments.index import RunsIndex
 from trainer.identity import digest, job_config
+from trainer.launch.startup import compose
 from trainer.provenance import cpu
 
 

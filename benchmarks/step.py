@@ -30,8 +30,8 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.common import compose
 from sweeps.report import flops_per_example, peak_flops
+from trainer.launch.startup import compose
 from trainer.loop.engine import train_step
 from trainer.loop.validation import to_device
 from trainer.provenance import cpu

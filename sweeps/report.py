@@ -40,7 +40,8 @@ from sweeps.stats import Estimate, estimate, ratio
 from sweeps.tables import print_table, write_outputs
 from trainer import summary as run_summary
 from trainer.experiments.manifest import members
-from trainer.identity import alias_without_seed
+from trainer.files import read_json
+from trainer.identity import alias_without_seed, split_alias
 from trainer.provenance import code_version
 
 # Dense peak FLOP/s by device and math mode (vendor datasheets, SXM parts).
@@ -122,39 +123,28 @@ class Group:
         return ", ".join(f"{n} {s}" for s, n in counts.most_common())
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def load_runs(sweep_dir: Path) -> list[Run]:
+    """The runs of a sweep, each labelled as the sweep planned it (its swept choices, also
+    for a run reused from another folder), or by its folder's name (a search's trials)."""
     runs = []
-    for job in members(Path(sweep_dir)):
+    for job, label in members(Path(sweep_dir)).items():
         hydra_dir = job / ".hydra"
         if not hydra_dir.is_dir():
             continue
-        overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
         config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
         runs.append(
             Run(
                 path=job,
-                overrides=dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o),
+                # the label's choices: a reused run's own overrides are those of its first launch
+                overrides=dict(o.lstrip("+~").split("=", 1) for o in split_alias(label) if "=" in o),
                 summary=run_summary.read(job),
-                history=_read_json(job / "history.json") or [],
+                history=read_json(job / "history.json") or [],
                 config=config,
+                label=label,
             )
         )
     if not runs:
         raise FileNotFoundError(f"{sweep_dir}: no job directories (folders with .hydra/) found")
-    keys = sorted({k for r in runs for k in r.overrides})
-    swept = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1] or keys
-    for r in runs:
-        if "optuna.trial_number" in r.overrides:  # a search: its trial folder names the run
-            r.label = r.path.name
-            continue
-        r.label = ",".join(f"{k}={r.overrides[k]}" for k in swept if k in r.overrides) or r.path.name
     return runs
 
 
@@ -177,6 +167,31 @@ def code_warning(runs: list[Run]) -> str | None:
         return None
     listed = ", ".join(f"{code or 'unknown'} ({n} runs)" for code, n in counts.most_common())
     return f"warning: the rows come from different code (commit+diff): {listed}"
+
+
+def speed_notes(runs: list[Run]) -> list[str]:
+    """Why a run's speed is missing, and which runs were timed after a shortened warm-up."""
+    short_runs = [r.label for r in runs if r.summary and r.get("warmup_steps") == 1 and r.get("samples_per_s")]
+    config_warmup = next((r.config.get("trainer", {}).get("warmup_steps") for r in runs if r.config), None)
+    notes = []
+    if short_runs and config_warmup != 1:
+        notes.append(
+            f"speed of {', '.join(short_runs)}: no more steps than trainer.warmup_steps ({config_warmup}), "
+            "so measured over the steps after the first"
+        )
+    for r in runs:
+        if r.get("samples_per_s") is not None:
+            continue
+        if r.summary is None:
+            why = "no summary.json yet (running, or ended before writing it)"
+        elif not r.get("steps"):
+            why = f"{r.status} before its first step"
+        elif r.get("steps") == 1:
+            why = "one step: nothing after the first to time"
+        else:
+            why = f"no log window after the warm-up ({r.get('steps')} steps, {r.status})"
+        notes.append(f"no speed for {r.label}: {why}")
+    return notes
 
 
 def pick_baseline(groups: list[Group], spec: str) -> Group | None:
@@ -242,6 +257,8 @@ def tabulate(
     repeats = any(len(g.runs) > 1 for g in groups)
     columns = ["run", "status", "samples/s", "speedup", "step ms", "data wait", "peak MB", "warm-up s",
                "compile s", f"best {monitor}{where}", f"final {monitor}{where}", "to target s"]  # fmt: skip
+    if baseline is None:
+        columns.remove("speedup")
     if mfu:
         columns.append("MFU")
     if repeats:
@@ -279,7 +296,7 @@ def tabulate(
             g.label + (" (baseline)" if g is baseline else ""),
             g.status,
             fmt(sps, ".1f"),
-            speedup.format(".2f", "x") if speedup else NA,
+            *([speedup.format(".2f", "x") if speedup else NA] if baseline is not None else []),
             fmt(mean(g.get("step_ms")), ".1f"),
             fmt(data_wait and 100 * data_wait, ".1f") + ("%" if data_wait is not None else ""),
             fmt(mean(g.get("peak_memory_mb")), ".0f"),
@@ -342,11 +359,13 @@ def plot(groups: list[Group], sweep_dir: Path, baseline: Group | None) -> list[P
     ax.set_yticks(range(len(ordered)), labels, fontsize=8)
     for i, g in enumerate(ordered):
         speedup = g.values.get("speedup")
-        text = f"{speedup.mean:.2f}x" if speedup else f"no throughput ({g.status})"
+        missing = "" if g.values.get("samples_per_s") else f"no speed ({g.status})"
+        text = f"{speedup.mean:.2f}x" if speedup else missing
         ax.text(values[i] + spread[i][1], i, f" {text}", va="center", fontsize=8)
     ax.set_xlim(0, max([v + e[1] for v, e in zip(values, spread)] + [1]) * 1.15)
     ax.set_xlabel("training samples/s (median after warm-up; bars: 95% CI over seeds)")
-    ax.set_title(f"Throughput; speedup vs {short(baseline.label) if baseline else 'n/a'}", fontsize=9, loc="left")
+    title = f"Throughput; speedup vs {short(baseline.label)}" if baseline else "Throughput"
+    ax.set_title(title, fontsize=9, loc="left")
     fig.tight_layout()
     paths.append(sweep_dir / "throughput.png")
     fig.savefig(paths[-1], dpi=110)
@@ -418,7 +437,9 @@ def main(argv: list[str]) -> int:
         else:
             parser.error(f"--at-epoch: a number or 'common', got {args.at_epoch!r}")
     groups = group_runs(runs)
-    baseline = pick_baseline(groups, args.baseline)
+    study = study_report.locate_study(args.sweep_dir)
+    # a search's trials are draws, not variants of a baseline: no baseline, no speedups
+    baseline = None if study else pick_baseline(groups, args.baseline)
     known_gpu = lambda r: any(k in str((r.summary or {}).get("device")) for k in PEAK_FLOPS)  # noqa: E731
     mfu = args.mfu or any(known_gpu(r) for r in runs)
     columns, rows = tabulate(groups, baseline, mfu, at)
@@ -427,6 +448,7 @@ def main(argv: list[str]) -> int:
     title = f"Sweep {args.sweep_dir.name}: {len(runs)} runs ({len(groups)} configurations) on {device}"
     warning = code_warning(runs)
     notes = [warning] if warning else []
+    notes += speed_notes(runs)
     if any(len(g.runs) > 1 for g in groups):
         notes.append(
             "repeats: mean ± sd [95% CI, Student t]; speedup per seed when seeds match; "
@@ -439,7 +461,6 @@ def main(argv: list[str]) -> int:
     print_table(columns, rows)
     written = [args.sweep_dir / "report.md", args.sweep_dir / "report.csv", args.sweep_dir / "report.html", *figures]
     print(f"\nwritten: {', '.join(p.name for p in written)}")
-    study = study_report.locate_study(args.sweep_dir)
     if study:  # a search: the study's own view too
         print()
         study_report.report(*study, args.sweep_dir)

@@ -69,6 +69,9 @@ def trial_rows(study) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+FEW_TRIALS = 10  # below this many complete trials, importances come with a caveat
+
+
 def importances(study) -> dict[str, float]:
     """Mean-decrease-impurity importances (a random forest on the complete trials).
     Optuna 2.10's default fANOVA evaluator breaks on scikit-learn >= 1.4 tree arrays."""
@@ -150,7 +153,9 @@ def plots(study, out: Path, imp: dict[str, float]) -> list[Path]:
         names = list(imp)[::-1]
         ax.barh(names, [imp[n] for n in names], color="#4c72b0")
         ax.set_xlabel("importance (mean decrease in impurity)")
-        ax.set_title("Parameter importances", fontsize=10)
+        n = len([t for t in study.trials if t.state.name == "COMPLETE"])
+        caveat = f" (only {n} complete trials: mostly noise)" if n < FEW_TRIALS else ""
+        ax.set_title(f"Parameter importances{caveat}", fontsize=10)
         save(fig, "param_importances")
 
     if multi and len(study.directions) == 2 and complete:
@@ -196,6 +201,11 @@ def report(storage: str, study_name: str, out: Path) -> str:
     imp = importances(study)
     if imp:
         lines += ["parameter importances (mean decrease in impurity):"] + [f"  {k}: {v:.3f}" for k, v in imp.items()]
+        if len(complete) < FEW_TRIALS:
+            lines.append(
+                f"  caveat: from {len(complete)} complete trials; a forest on fewer than {FEW_TRIALS} ranks "
+                "parameters mostly by noise"
+            )
     figures = plots(study, out, imp)
     summary = "\n".join(lines)
     write_outputs(out, columns, rows, figures, title, stem="study", preamble=summary)

@@ -32,8 +32,12 @@ def write_outputs(out_dir: Path, columns, rows, figures, title: str, stem: str =
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "tr:nth-child(even){background:#f6f6f6}img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{pre}<table><tr>{cells}</tr>{body}</table>{images}</body></html>\n"
+        "tr:nth-child(even){background:#f6f6f6}img{max-width:100%}"
+        # a long label wraps in its cell, and a wide table scrolls inside its box, not the page
+        ".table{overflow-x:auto;max-width:100%}td:first-child{max-width:28em;overflow-wrap:anywhere}"
+        "</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{pre}<div class='table'><table><tr>{cells}</tr>{body}</table></div>"
+        f"{images}</body></html>\n"
     )
 
 

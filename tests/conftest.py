@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from trainer.launch.startup import register
+from trainer.launch.startup import compose
 from trainer.loop.loggers import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +87,7 @@ def pytest_collection_modifyitems(items):
 
 
 def compose_cfg(*overrides: str):
-    register()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(list(overrides))
 
 
 def tiny(*overrides: str):

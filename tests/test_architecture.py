@@ -25,7 +25,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "losses", "trainer", "sweeps", "benchmarks")
-ENTRY_POINTS = {"trainer.__main__", "trainer.evaluate", "trainer.enhance", "trainer.export", "trainer.runs"}
+# the `python -m` entry points, and the runs CLI they start (it composes configs: start-up)
+ENTRY_POINTS = {
+    "trainer.__main__", "trainer.evaluate", "trainer.enhance", "trainer.export", "trainer.runs",
+    "trainer.experiments.cli",
+}  # fmt: skip
 
 
 def module_name(path: Path) -> str:

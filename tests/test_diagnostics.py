@@ -90,7 +90,8 @@ def test_zero_gradient_alert_names_the_layer_after_consecutive_checks(caplog):
 
 def test_spike_and_clip_alerts_fire_on_synthetic_norms_and_stay_quiet_otherwise(caplog):
     diag = GradientDiagnostics(
-        DiagnosticsConfig(spike_factor=10, spike_min_history=20, clip_alert_fraction=0.9), nn.Linear(2, 2)
+        DiagnosticsConfig(spike_factor=10, spike_min_history=20, clip_alert_fraction=0.9, clip_alert_after=0),
+        nn.Linear(2, 2),
     )
     with caplog.at_level(logging.WARNING, logger="trainer"):
         diag.check_window([1.0 + 0.1 * (i % 3) for i in range(25)], clip=5.0, step=25)
@@ -102,6 +103,15 @@ def test_spike_and_clip_alerts_fire_on_synthetic_norms_and_stay_quiet_otherwise(
         diag.check_window([6.0] * 10, clip=5.0, step=51)  # still saturated: not repeated within spike_window
     assert "clipped on 100% of steps 32-41" in diag.alerts[-1] and "grad_clip=5.0" in caplog.text
     assert sum("clipped" in a for a in diag.alerts) == 1
+
+
+def test_clipping_in_the_first_steps_is_not_an_alert_and_later_clipping_is():
+    diag = GradientDiagnostics(DiagnosticsConfig(clip_alert_after=50), nn.Linear(2, 2))
+    diag.check_window([265.0] * 10, clip=5.0, step=10)  # a fresh initialisation's large gradients
+    diag.check_window([22.0] * 40, clip=5.0, step=50)
+    assert diag.alerts == []
+    diag.check_window([9.0] * 10, clip=5.0, step=55)  # steps 46-55: only 51-55 are judged, all clipped
+    assert len(diag.alerts) == 1 and "clipped on 100% of steps 51-55" in diag.alerts[0]
 
 
 def test_training_run_logs_terms_layers_ratios_and_histograms(tmp_path):

@@ -42,6 +42,30 @@ def test_crossfades_sum_to_one_so_a_linear_model_is_chunked_exactly():
         assert torch.allclose(y, 2 * x, atol=1e-6), (chunk, overlap)  # no seam, no gain change at the joins
 
 
+def test_chunks_are_joined_by_raised_cosine_crossfades_without_a_seam():
+    """A model whose output depends on its whole chunk (here: a constant, the chunk's first
+    input sample) makes each chunk's output differ; the join must be the raised-cosine blend
+    of the two, sample by sample (a hard cut jumps, a linear fade is off the formula)."""
+    n, chunk, overlap = 20000, 6000, 1500
+    x = torch.arange(n, dtype=torch.float32)  # a chunk's first sample is its start
+
+    def per_chunk(b):
+        return torch.ones_like(b) * b[:, :1]
+
+    y = enhance(per_chunk, x, chunk, overlap, batch=2, device=torch.device("cpu"))
+    starts = [0, 4500, 9000, 13500, 18000]  # every 4500 samples; the last chunk is padded past the end
+    for prev, start in zip(starts, starts[1:]):
+        length = prev + chunk - start  # the overlap of two neighbours
+        i = torch.arange(length, dtype=torch.float32)
+        w = torch.sin(0.5 * torch.pi * (i + 0.5) / length) ** 2  # the fade-in, from its formula
+        torch.testing.assert_close(y[start : start + length], (1 - w) * prev + w * start, rtol=1e-5, atol=1e-3)
+        # no seam: the largest step between samples is the blend's own slope, far below the jump
+        assert (y[start : start + length].diff().abs().max()) < (start - prev) * 0.5 * torch.pi / length * 1.01
+    torch.testing.assert_close(y[:4500], torch.zeros(4500))  # before any overlap: the first chunk alone
+    fade = crossfade(8)
+    torch.testing.assert_close(fade + fade.flip(0), torch.ones(8))  # fade-in and fade-out sum to one
+
+
 def test_a_short_file_gets_the_one_shot_output_and_a_long_one_stays_close(checkpoint):
     model, _ = load_model(checkpoint, torch.device("cpu"))
     x = torch.from_numpy(speechlike(6.0, SR))
@@ -78,6 +102,15 @@ def test_a_folder_is_enhanced_with_its_layout_rates_and_channels(checkpoint, tmp
     m, _ = sf.read(tmp_path / "mono" / "a.flac")
     assert m.ndim == 1 and len(m) == int(1.5 * 48000)
     assert not list(out.rglob(".tmp-*"))  # written under a temporary name, then renamed
+    # the input's sample format is kept (16-bit in, 16-bit out); a lossy input gives float WAV
+    assert sf.info(str(src / "a.wav")).subtype == "PCM_16" and sf.info(str(out / "a.wav")).subtype == "PCM_16"
+    assert sf.info(str(out / "day1" / "b.flac")).subtype == sf.info(str(src / "day1" / "b.flac")).subtype
+    assert sf.info(str(out / "day1" / "c.wav")).subtype == "FLOAT"
+    assert sf.info(str(tmp_path / "mono" / "a.flac")).subtype == "PCM_16"
+    asked = run_enhance(str(checkpoint), str(src / "a.wav"), "-o", str(tmp_path / "f"), "--subtype", "FLOAT")
+    assert asked.returncode == 0 and sf.info(str(tmp_path / "f" / "a.wav")).subtype == "FLOAT"
+    wrong = run_enhance(str(checkpoint), str(src / "a.wav"), "-o", str(tmp_path / "w"), "--subtype", "PCM_17")
+    assert wrong.returncode == 101 and "--subtype PCM_17" in wrong.stderr and not (tmp_path / "w").exists()
 
 
 def test_a_transducer_checkpoint_and_bad_arguments_are_refused(checkpoint, tmp_path):
@@ -103,7 +136,7 @@ def test_stream_carries_state_hop_by_hop(checkpoint, tmp_path):
     sf.write(tmp_path / "x.wav", speechlike(2.0, SR), SR)
     x, _ = sf.read(tmp_path / "x.wav", dtype="float32")  # as the file holds it (16-bit)
     assert main([str(checkpoint), str(tmp_path / "x.wav"), "-o", str(tmp_path / "s"), "--stream", "--quiet",
-                 "--level-seconds", "inf"]) == 0  # fmt: skip
+                 "--level-seconds", "inf", "--subtype", "FLOAT"]) == 0  # float out: compared to 1e-6  # fmt: skip
     streamed, rate = sf.read(tmp_path / "s" / "x.wav", dtype="float32")
     model, _ = load_model(checkpoint, torch.device("cpu"))
     step = StreamingEnhancer(model, SR, level_seconds=float("inf"))

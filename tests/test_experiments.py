@@ -74,6 +74,16 @@ def test_voicebank_recipe_trains_and_evaluates(tmp_path, monkeypatch):
         audio, rate = sf.read(tmp_path / "scores-audio" / f"{r['file']}.wav")
         assert rate == 16000 and len(audio) == int(0.4 * 16000) and np.isfinite(audio).all()
     assert {"si_sdr_in", "si_sdr_out", "pesq_wb_out", "stoi_out"} <= set(rows[0])
+    # a noisy file without a clean partner is named and left out; the CSV goes beside the run
+    test = tmp_path / "vbd" / "test"
+    sf.write(test / "noisy" / "p999_999.wav", np.zeros(1600), 48000)
+    before = sorted(p.name for p in test.rglob("*"))
+    proc = evaluate(str(run), str(test), "--fast")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 3 files" in proc.stderr and "p999_999.wav" in proc.stderr and "not scored" in proc.stderr
+    rows = list(csv.DictReader(open(run / "eval" / "test.csv")))
+    assert [r["file"] for r in rows] == ["p000_000", "p001_001"]
+    assert (run / "eval" / "test.json").is_file() and sorted(p.name for p in test.rglob("*")) == before
 
 
 def test_vctk_superres_recipe_trains_and_reports_lsd(tmp_path, monkeypatch):

@@ -396,7 +396,9 @@ def test_the_runs_command_lists_filters_and_diffs(tmp_path):
                               text=True)  # fmt: skip
 
     listed = runs("list", "--where", "optim=sgd")
-    assert listed.returncode == 0 and "multirun/a/optim=sgd" in listed.stdout and "optim=adam " not in listed.stdout
+    assert listed.returncode == 0 and "optim=adam " not in listed.stdout
+    (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith("completed")]
+    assert row[2] == "optim=sgd" and row[-1] == "multirun/a/"  # the folder is named by the alias: its parent shown
     diff = runs("diff", "optim=adam", "optim=sgd")
     assert diff.returncode == 0
     assert "optim.lr: 0.001 -> 0.05" in diff.stdout and "best" in diff.stdout and "+2" in diff.stdout

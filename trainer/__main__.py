@@ -18,12 +18,13 @@ register()  # schemas and resolvers must exist before Hydra composes (and in lau
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from trainer.distributed import share_run_dir
+    from trainer.experiments import naming
     from trainer.experiments.job import job  # torch and friends load after argument parsing, not before --help
 
     hc = HydraConfig.get()
     share_run_dir(hc.runtime.output_dir)  # torchrun: the other ranks join this run directory
     command = ["python", "-m", "trainer", *hc.overrides.task]  # this job's own, also in a multirun
-    return job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), hc.job.override_dirname, command)
+    return job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), naming.alias(cfg, hc), command)
 
 
 if __name__ == "__main__":

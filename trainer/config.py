@@ -88,6 +88,7 @@ class DiagnosticsConfig:
     spike_window: int = 200  # steps in that running median
     spike_min_history: int = 20  # steps seen before spikes are judged
     clip_alert_fraction: float = 0.9  # alert when more than this share of a log window's steps is clipped
+    clip_alert_after: int = 50  # ...counting steps after this one: the first steps' large gradients are expected
 
 
 @dataclass
@@ -286,7 +287,8 @@ def validate(cfg: DictConfig) -> None:
         if v[key] < 0:
             raise ConfigError(f"trainer.validation.{key} must be >= 0, got {v[key]}")
     d = t.diagnostics
-    for key in ("terms_every", "layers_every", "histograms_every", "zero_checks", "spike_window", "spike_min_history"):
+    for key in ("terms_every", "layers_every", "histograms_every", "zero_checks", "spike_window", "spike_min_history",
+                "clip_alert_after"):  # fmt: skip
         if d[key] < 0:
             raise ConfigError(f"trainer.diagnostics.{key} must be >= 0, got {d[key]}")
     if d.depth < 1 or d.spike_factor <= 1:

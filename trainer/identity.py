@@ -4,9 +4,9 @@ The hash covers the resolved job config minus the result-neutral keys
 (`config.RESULT_NEUTRAL`: where and how visibly a run happens, not what it computes). So
 `python -m trainer optim=adamw` (the default, spelled out) and `python -m trainer` are one
 experiment, while any value that changes the computation, however it was reached, gives
-another. The alias is the override string Hydra builds (`optim=sgd,trainer.seed=1`); it
-names the run directory, TensorBoard's run and a report's row, but never decides
-identity: two different configs can share an alias, never a hash.
+another. The alias (experiments/naming.py: `optim=sgd,trainer.seed=1`) names the run
+directory, TensorBoard's run and a report's row, but never decides identity: two
+different configs can share an alias, never a hash.
 
 The hash is taken over a type-tagged encoding, so that values which print alike but
 compute differently (1, 1.0, "1", true; a key "a.b" and a nested a: {b}) never collide.
@@ -100,18 +100,57 @@ def _follow_seed(raw: Any, resolved: Any) -> Any:
     return "<follows trainer.seed>" if isinstance(raw, str) and SEED in raw else resolved
 
 
+MAX_ALIAS = 64  # characters: a terminal line shows a `runs list` row, a file browser the folder
+
+
+def shorten(alias: str, hash_: str) -> str:
+    """`alias` when it fits MAX_ALIAS, else the whole overrides that fit, how many were left
+    out and the short hash: `a=1,b=2,+3-1e5d7e2594` (unique, because of the hash)."""
+    if len(alias) <= MAX_ALIAS:
+        return alias
+    parts = split_alias(alias)
+    tail = f"-{hash_[:SHORT]}"
+    kept: list[str] = []
+    for part in parts:  # in order, skipping what does not fit
+        if len(",".join([*kept, part])) + len(f",+{len(parts)}") + len(tail) <= MAX_ALIAS:
+            kept.append(part)
+    left = len(parts) - len(kept)
+    return ",".join([*kept, f"+{left}"]) + tail if kept else f"{alias[: MAX_ALIAS - len(tail) - 1]}~{tail}"
+
+
 def of(cfg: DictConfig, alias: str) -> Experiment:
-    """The identity of a job config (Hydra's, or a composed one)."""
+    """The identity of a job config (Hydra's, or a composed one); a long `alias` is
+    shortened (`shorten`)."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     config = OmegaConf.to_container(job, resolve=True, enum_to_str=True)
     raw = OmegaConf.to_container(job, resolve=False, enum_to_str=True)
     core = without(config, RESULT_NEUTRAL)
+    hash_ = digest(core)
     return Experiment(
-        hash=digest(core),
+        hash=hash_,
         group=digest(without(_follow_seed(raw, core), (SEED,))),
-        alias=alias or "default",
+        alias=shorten(alias or "default", hash_),
         seed=(config.get("trainer") or {}).get("seed"),
     )
+
+
+def split_alias(alias: str) -> list[str]:
+    """An alias's overrides: split at the commas outside brackets and quotes
+    (`a=[1,2],b=3` -> `a=[1,2]`, `b=3`)."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(alias):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(alias[start:i])
+            start = i + 1
+    return [*parts, alias[start:]]
 
 
 def alias_without_seed(alias: str) -> str:

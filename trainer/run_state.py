@@ -19,6 +19,7 @@ class Speed:
     loop_start_unix: float | None = None  # start-up ends here (the latest process's)
     first_step_unix: float | None = None  # its first batch was ready
     warmup_seconds: float | None = None  # from the loop's start to the end of its warm-up steps
+    warmup_steps: int | None = None  # trainer.warmup_steps, or 1 when a process trains no more steps than that
     window_step_ms: list[float] = field(default_factory=list)  # steady-state log windows only
     window_data_wait: list[float] = field(default_factory=list)
     time_to_target: float | None = None  # train_seconds when the target metric was first reached

@@ -35,6 +35,7 @@ class Summary(TypedDict, total=False):
     train_seconds: float
     seconds: dict[str, float]  # TIME_PARTS: where the wall time went
     job_seconds: float
+    warmup_steps: int  # steps kept out of the speed figures (1: the run had no more than trainer.warmup_steps)
     warmup_seconds: float | None
     time_to_target: float | None
     steps_to_target: int | None
@@ -70,7 +71,10 @@ def write(run_dir: Path, summary: Summary) -> None:
 
 def speed(speed: Speed, samples_per_step: int, warmup_steps: int) -> dict[str, Any]:
     """Median steady-state step time and what follows from it."""
+    if speed.warmup_steps is not None:
+        warmup_steps = speed.warmup_steps  # this process's, shortened for a short run
     out: dict[str, Any] = {
+        "warmup_steps": warmup_steps,
         "warmup_seconds": speed.warmup_seconds,
         "time_to_target": speed.time_to_target,
         "steps_to_target": speed.steps_to_target,

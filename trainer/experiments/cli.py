@@ -1,15 +1,23 @@
-"""Every run under outputs/: list, filter, show, diff.
+"""Every run under outputs/: list, filter, show, diff, and open them in TensorBoard.
 
     python -m trainer.runs list [--status completed] [--where optim=sgd] [--where model.hidden=64]
                                 [--metric 'si_sdri>=8'] [--sort=-best] [--limit 20]
     python -m trainer.runs show <run>
     python -m trainer.runs diff <run> <run>
+    python -m trainer.runs tensorboard [<sweep dir>] [list's filters] [--port 6006] [--print]
 
-A <run> is a run folder, a prefix of its experiment hash, or its alias. `--where` takes a
-group choice (optim=sgd) or a dotted config key (optim.lr=0.001); `--metric` a summary
-figure (objective, best, final, samples_per_s, train_seconds, steps, epochs) or a final
-validation metric, compared with one of > >= < <= = !=. Runs, multiruns and searches are
-all listed; the index behind it (<outputs>/.runs.sqlite) is brought up to date first.
+A <run> is a run folder, a prefix of its experiment hash, its alias or any alias a sweep
+planned it under (`optim=adamw`), or the overrides that made it, as typed on the command
+line (`'optim=adamw data.corpus_size=32'`: composed and resolved to the experiment, as
+the planner does). `--where` takes a group choice (optim=sgd) or a dotted config key
+(optim.lr=0.001); `--metric` a summary figure (objective, best, final, samples_per_s,
+train_seconds, steps, epochs) or a final validation metric, compared with one of
+> >= < <= = !=. Runs, multiruns and searches are all listed; the index behind it
+(<outputs>/.runs.sqlite) is brought up to date first. `tensorboard` starts TensorBoard on
+the selected runs (a sweep's, or those the filters select), each named by its label.
+
+This module is a command-line tool: it may compose configs (trainer.launch), which the
+experiments layer below it does not.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 
 from trainer.experiments.index import INCOMPLETE, Record, RunsIndex
 from trainer.experiments.lock import held
+from trainer.experiments.manifest import members
 from trainer.identity import SHORT
 
 
@@ -49,12 +58,19 @@ def table(rows: list[list[str]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def where(r: Record) -> str:
+    """A run's folder, relative to the index root; only its parent when the folder is named
+    by the alias (the usual case), so that a line fits a terminal."""
+    path = Path(r.path)
+    return f"{path.parent}/" if path.name == r.alias else r.path
+
+
 def cmd_list(index: RunsIndex, args) -> int:
     runs = index.select(args.status, args.where, args.metric, args.sort, args.limit)
-    columns = ["status", "hash", "alias", "seed", "monitor", "best", "final", "samples/s", "code", "path"]
+    columns = ["status", "hash", "alias", "seed", "monitor", "best", "final", "samples/s", "code", "in"]
     rows = [
         [status(index, r), (r.hash or "")[:SHORT], r.alias, _fmt(r.seed), r.monitor or "—", _fmt(r.best),
-         _fmt(r.final), _fmt(r.samples_per_s, ".1f"), r.code or "—", r.path]
+         _fmt(r.final), _fmt(r.samples_per_s, ".1f"), r.code or "—", where(r)]
         for r in runs
     ]  # fmt: skip
     print(table(rows, columns))
@@ -90,8 +106,30 @@ def diff_lines(a: Record, b: Record) -> list[str]:
     return lines
 
 
+def resolve(index: RunsIndex, ref: str) -> Record:
+    """The run `ref` names (see the module docstring). Overrides that match no alias are
+    composed into a config and found by its experiment's hash."""
+    words = ref.split()
+    try:
+        return index.lookup(ref)
+    except ValueError:
+        if not words or not all("=" in w for w in words):
+            raise
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainer import identity
+    from trainer.launch.startup import compose
+
+    try:
+        cfg = compose(words)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ValueError(f"{ref}: not a run, and these overrides do not compose: {err}") from None
+    return index.experiment(identity.of(cfg, "").hash, ref)
+
+
 def cmd_show(index: RunsIndex, args) -> int:
-    r = index.lookup(args.run)
+    r = resolve(index, " ".join(args.run))
     print(f"{r.path}\n  status     {status(index, r)}" + (f" ({r.reason})" if r.reason else ""))
     print(f"  experiment {r.hash}\n  group      {r.grp}\n  alias      {r.alias}\n  seed       {r.seed}")
     print(f"  code       {r.code}\n  {r.monitor or 'monitor'}  best {_fmt(r.best)}  final {_fmt(r.final)}")
@@ -102,31 +140,95 @@ def cmd_show(index: RunsIndex, args) -> int:
 
 
 def cmd_diff(index: RunsIndex, args) -> int:
-    print("\n".join(diff_lines(index.lookup(args.a), index.lookup(args.b))))
+    print("\n".join(diff_lines(resolve(index, args.a), resolve(index, args.b))))
     return 0
+
+
+def board_names(runs: dict[str, str]) -> dict[str, str]:
+    """{run folder: a TensorBoard run name}: the label, with `,` and `:` (the separators
+    of --logdir_spec) as spaces and `;`, made unique with the folder's name where two agree."""
+    names = {path: " ".join(label.replace(":", ";").split(",")) for path, label in runs.items()}
+    seen: dict[str, int] = {}
+    for name in names.values():
+        seen[name] = seen.get(name, 0) + 1
+    return {p: (n if seen[n] == 1 else f"{n} [{Path(p).name}]") for p, n in names.items()}
+
+
+def logdir(root: Path, tb: Path) -> Path:
+    """`tb`, or where its path holds `,` or `:` (the separators of --logdir_spec; folder
+    names from aliases have commas) a symlink to it under `<outputs>/.tensorboard/`."""
+    if "," not in str(tb) and ":" not in str(tb):
+        return tb
+    import hashlib
+
+    link = root.absolute() / ".tensorboard" / hashlib.sha1(str(tb.absolute()).encode()).hexdigest()[:16]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(tb.absolute(), target_is_directory=True)
+    return link
+
+
+def cmd_tensorboard(index: RunsIndex | None, args) -> int:
+    """`index` is None for a sweep folder (its sweep.json names the runs)."""
+    if args.sweep is not None:
+        if not args.sweep.is_dir():
+            raise ValueError(f"{args.sweep}: no such sweep folder")
+        runs = {str(path): label for path, label in members(args.sweep).items()}
+    else:
+        selected = index.select(args.status, args.where, args.metric, args.sort, args.limit)
+        runs = {str(index.root / r.path): r.alias for r in selected}
+    runs = {path: label for path, label in runs.items() if (Path(path) / "tb").is_dir()}
+    if not runs:
+        raise ValueError("no selected run has TensorBoard logs (tb/)")
+    links = index.root if index is not None else args.sweep  # where a symlink goes, if one is needed
+    spec = ",".join(f"{name}:{logdir(links, Path(path) / 'tb')}" for path, name in board_names(runs).items())
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec, "--port", str(args.port)]
+    if args.host:
+        command += ["--host", args.host]
+    print(" ".join(command) if args.print else f"TensorBoard on {len(runs)} runs: http://localhost:{args.port}/")
+    if args.print:
+        return 0
+    import subprocess
+
+    return subprocess.call(command)
+
+
+def add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", action="append", help="completed, failed, diverged, incomplete, ... (repeatable)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="a choice or config value")
+    parser.add_argument("--metric", action="append", default=[], metavar="NAME>X", help="a summary figure or metric")
+    parser.add_argument("--sort", help="a figure or metric; -name sorts descending")
+    parser.add_argument("--limit", type=int)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.runs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=default_root(), help="the outputs folder (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="list and filter runs")
-    ls.add_argument("--status", action="append", help="completed, failed, diverged, incomplete, ... (repeatable)")
-    ls.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="a choice or config value")
-    ls.add_argument("--metric", action="append", default=[], metavar="NAME>X", help="a summary figure or metric")
-    ls.add_argument("--sort", help="a figure or metric; -name sorts descending")
-    ls.add_argument("--limit", type=int)
+    add_filters(sub.add_parser("list", help="list and filter runs"))
     show = sub.add_parser("show", help="one run's identity, status and results")
-    show.add_argument("run")
+    show.add_argument("run", nargs="+", help="a folder, hash prefix, alias, or overrides")
     diff = sub.add_parser("diff", help="config and result differences of two runs")
-    diff.add_argument("a")
+    diff.add_argument("a", help="a folder, hash prefix, alias, or overrides (quoted together)")
     diff.add_argument("b")
+    board = sub.add_parser("tensorboard", help="TensorBoard on a sweep's runs or the filtered ones, named by label")
+    board.add_argument("sweep", nargs="?", type=Path, help="a sweep folder (default: the runs the filters select)")
+    add_filters(board)
+    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--host", help="the address to bind (TensorBoard's default: localhost)")
+    board.add_argument("--print", action="store_true", help="print the TensorBoard command instead of running it")
     args = parser.parse_args(argv)
+    if args.command == "tensorboard" and args.sweep is not None:  # a sweep folder needs no index
+        try:
+            return cmd_tensorboard(None, args)
+        except ValueError as err:
+            parser.exit(2, f"error: {err}\n")
     if not args.root.is_dir():
         parser.exit(2, f"error: {args.root}: no such folder (--root, or TRAINER_OUTPUTS)\n")
     index = RunsIndex(args.root).refresh()
     try:
-        return {"list": cmd_list, "show": cmd_show, "diff": cmd_diff}[args.command](index, args)
+        verbs = {"list": cmd_list, "show": cmd_show, "diff": cmd_diff, "tensorboard": cmd_tensorboard}
+        return verbs[args.command](index, args)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     finally:

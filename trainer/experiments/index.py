@@ -21,7 +21,6 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,9 @@ from trainer.provenance import code_version
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "experiment.json"
+SWEEP = "sweep.json"  # a sweep's manifest (manifest.py)
 INDEX = ".runs.sqlite"
-SCHEMA = 1
+SCHEMA = 2
 FINISHED = ("completed", "early_stopped", "pruned")  # nothing left to train
 RETRYABLE = ("failed", "diverged")  # rerun only on request (retry_failed=true)
 INCOMPLETE = "incomplete"  # started, no trustworthy summary: resumed by a relaunch
@@ -118,10 +118,13 @@ def read_run(run_dir: Path, name: str | None = None) -> Record:
     return record
 
 
-def run_folders(root: Path) -> Iterator[tuple[str, int]]:
-    """(path relative to root, mtime_ns) of every run folder: one holding experiment.json
-    or Hydra's `.hydra/`. Does not descend into run folders or hidden folders."""
+def scan(root: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """({run folder: its mtime_ns}, {sweep folder: its sweep.json's mtime_ns}), paths
+    relative to `root`. A run folder holds experiment.json or Hydra's `.hydra/`; a sweep
+    folder holds sweep.json. Does not descend into run folders or hidden folders."""
     root = Path(root)
+    runs: dict[str, int] = {}
+    sweeps: dict[str, int] = {}
     stack = [str(root)]
     prefix = len(str(root)) + 1
     while stack:
@@ -132,15 +135,29 @@ def run_folders(root: Path) -> Iterator[tuple[str, int]]:
         except OSError:
             continue
         names = {e.name for e in entries}
-        if folder != str(root) and (EXPERIMENT in names or ".hydra" in names):
-            try:
-                yield folder[prefix:], os.stat(folder).st_mtime_ns
-            except OSError:
-                pass
+        try:
+            if folder != str(root) and (EXPERIMENT in names or ".hydra" in names):
+                runs[folder[prefix:]] = os.stat(folder).st_mtime_ns
+                continue
+            if SWEEP in names:
+                sweeps[folder[prefix:]] = os.stat(os.path.join(folder, SWEEP)).st_mtime_ns
+        except OSError:
             continue
         for e in entries:
             if e.name[0] != "." and e.name not in SKIP and e.is_dir(follow_symlinks=False):
                 stack.append(e.path)
+    return runs, sweeps
+
+
+def planned_aliases(sweep_dir: Path) -> list[tuple[str, str, str]]:
+    """(alias, experiment hash, run folder) of every experiment a sweep.json lists: the
+    names a sweep gave its runs, wherever those live."""
+    data = read_json(Path(sweep_dir) / SWEEP)
+    out = []
+    for e in (data or {}).get("experiments", []) if isinstance(data, dict) else []:
+        if isinstance(e, dict) and e.get("alias") and e.get("hash") and e.get("run_dir"):
+            out.append((str(e["alias"]), str(e["hash"]), os.path.normpath(Path(sweep_dir) / e["run_dir"])))
+    return out
 
 
 class RunsIndex:
@@ -178,6 +195,12 @@ class RunsIndex:
             "choices TEXT, config TEXT, metrics TEXT)"
         )
         db.execute("CREATE INDEX runs_hash ON runs (hash)")
+        # the names each sweep planned its runs under (sweep.json), for lookups by them
+        db.execute("DROP TABLE IF EXISTS sweeps")
+        db.execute("DROP TABLE IF EXISTS aliases")
+        db.execute("CREATE TABLE sweeps (path TEXT PRIMARY KEY, mtime_ns INTEGER)")
+        db.execute("CREATE TABLE aliases (sweep TEXT, alias TEXT, hash TEXT, run TEXT)")
+        db.execute("CREATE INDEX aliases_alias ON aliases (alias)")
         db.execute(f"PRAGMA user_version = {SCHEMA}")
         db.execute("COMMIT")
 
@@ -186,13 +209,21 @@ class RunsIndex:
 
     def refresh(self) -> RunsIndex:
         """Bring the index up to date with the folders; returns self."""
-        found = dict(run_folders(self.root))
+        found, sweeps = scan(self.root)
         known = {p: (m, s) for p, m, s in self.db.execute("SELECT path, mtime_ns, seen_ns FROM runs")}
         now = time.time_ns()
         changed = [p for p, m in found.items() if p not in known or known[p][0] != m or known[p][1] - m < VOLATILE_NS]
         gone = [p for p in known if p not in found]
-        if not changed and not gone:
+        known_sweeps = dict(self.db.execute("SELECT path, mtime_ns FROM sweeps"))
+        stale = [p for p in set(known_sweeps) | set(sweeps) if known_sweeps.get(p) != sweeps.get(p)]
+        if not changed and not gone and not stale:
             return self
+        names = [
+            (sweep, alias, hash_, self._relative(run))
+            for sweep in stale
+            if sweep in sweeps
+            for alias, hash_, run in planned_aliases(self.root / sweep)
+        ]
         rows = []
         for path in changed:
             r = read_run(self.root / path, name=path)
@@ -205,11 +236,22 @@ class RunsIndex:
         try:
             self.db.executemany("DELETE FROM runs WHERE path = ?", [(p,) for p in gone])
             self.db.executemany(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(COLUMNS))})", rows)
+            self.db.executemany("DELETE FROM aliases WHERE sweep = ?", [(p,) for p in stale])
+            self.db.executemany("DELETE FROM sweeps WHERE path = ?", [(p,) for p in stale])
+            self.db.executemany("INSERT INTO sweeps VALUES (?, ?)", [(p, sweeps[p]) for p in stale if p in sweeps])
+            self.db.executemany("INSERT INTO aliases VALUES (?, ?, ?, ?)", names)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return self
+
+    def _relative(self, path: str | Path) -> str:
+        """A folder as the index keys it: relative to the root when inside it."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
 
     def _records(self, sql: str, params: list[Any], full: bool = False) -> list[Record]:
         """Rows as Records; the config (the bulk of a row) only when `full`."""
@@ -268,7 +310,11 @@ class RunsIndex:
     def lookup(self, ref: str) -> Record:
         """One run by folder path, hash prefix or alias; ValueError names what is ambiguous."""
         path = Path(ref).expanduser()
-        if path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except OSError:  # not a path at all (a long list of overrides)
+            is_dir = False
+        if is_dir:
             try:
                 rel = str(path.resolve().relative_to(self.root.resolve()))
                 hit = self._records("WHERE path = ?", [rel], full=True)
@@ -277,13 +323,32 @@ class RunsIndex:
             except ValueError:
                 pass
             return read_run(path)
-        hits = self._records("WHERE hash LIKE ? OR alias = ? OR path = ?", [f"{ref}%", ref, ref], full=True)
+        hits = self._records(
+            "WHERE hash LIKE ? OR alias = ? OR path = ? OR path IN (SELECT run FROM aliases WHERE alias = ?)",
+            [f"{ref}%", ref, ref, ref],
+            full=True,
+        )
+        return self._one(ref, hits)
+
+    def _one(self, ref: str, hits: list[Record]) -> Record:
         if len(hits) == 1:
             return hits[0]
         if not hits:
             raise ValueError(f"{ref}: no run folder, hash prefix or alias matches under {self.root}")
         names = ", ".join(r.path for r in hits[:6])
         raise ValueError(f"{ref}: {len(hits)} runs match ({names}{', ...' if len(hits) > 6 else ''}); give a path")
+
+    def experiment(self, experiment_hash: str, ref: str) -> Record:
+        """The most useful run of an experiment (`find`), named `ref` in errors."""
+        hits = self.find(experiment_hash)
+        if not hits:
+            raise ValueError(f"{ref}: experiment {experiment_hash[:10]} has no run under {self.root}")
+        return self._records("WHERE path = ?", [hits[0].path], full=True)[0]
+
+    def planned(self, sweep: Path) -> dict[str, str]:
+        """{run folder: the alias a sweep planned it under} for the sweep folder `sweep`."""
+        key = self._relative(sweep)
+        return dict(self.db.execute("SELECT run, alias FROM aliases WHERE sweep = ?", [key]))
 
 
 _FIGURES = {"objective", "best", "final", "samples_per_s", "train_seconds", "epochs", "steps", "seed", "created"}

@@ -44,26 +44,29 @@ def write_manifest(sweep_dir: Path, plans) -> None:
     write_json(sweep_dir / FILE, {"updated": time.time(), "experiments": experiments})
 
 
-def run_dirs(sweep_dir: Path) -> list[Path]:
-    """The folders a sweep.json lists (empty without one; a damaged one is ignored with a warning)."""
+def listed(sweep_dir: Path) -> dict[Path, str]:
+    """The folders a sweep.json lists, each with the alias the sweep planned it under (its
+    label in this sweep, wherever the folder is); empty without a sweep.json, and a damaged
+    one is ignored with a warning."""
     path = Path(sweep_dir) / FILE
     if not path.is_file():
-        return []
+        return {}
     try:
         experiments = json.loads(path.read_text())["experiments"]
-        return [Path(os.path.normpath(Path(sweep_dir) / e["run_dir"])) for e in experiments]
+        return {Path(os.path.normpath(Path(sweep_dir) / e["run_dir"])): str(e["alias"]) for e in experiments}
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("%s is damaged (%s): listing only the folders inside the sweep dir", path, err)
-        return []
+        return {}
 
 
-def members(sweep_dir: Path) -> list[Path]:
-    """Every run of a sweep: those sweep.json lists, then any other job folder inside it
-    (`.hydra/` below the sweep dir, at any depth: a search's trials too)."""
-    listed = run_dirs(sweep_dir)
-    known = {p.resolve() for p in listed}
+def members(sweep_dir: Path) -> dict[Path, str]:
+    """Every run of a sweep with its label: those sweep.json lists (labelled as planned),
+    then any other job folder inside it (`.hydra/` below the sweep dir, at any depth: a
+    search's trials too; labelled by their folder's name)."""
+    runs = listed(sweep_dir)
+    known = {p.resolve() for p in runs}
     inside = sorted(h.parent for h in Path(sweep_dir).rglob(".hydra") if h.parent != Path(sweep_dir))
-    return listed + [p for p in inside if p.resolve() not in known]
+    return runs | {p: p.name for p in inside if p.resolve() not in known}
 
 
 def shown(path: Path) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from trainer import identity
+from trainer.experiments import naming
 from trainer.experiments.index import EXPERIMENT, FINISHED, RETRYABLE, Record, RunsIndex, read_run
 from trainer.experiments.lock import held
 from trainer.identity import Experiment
@@ -126,7 +127,7 @@ _PLANS: dict[tuple, Plan] = {}  # a job's folder is asked for more than once: on
 
 def plan_for(root: DictConfig, base: str, index: RunsIndex | None = None) -> Plan:
     """The plan of the job whose whole config (with `hydra`) is `root`."""
-    exp = identity.of(root, str(root.hydra.job.override_dirname or ""))
+    exp = identity.of(root, naming.alias(root, root.hydra))
     key = (exp.hash, exp.alias, base, str(root.outputs), bool(root.retry_failed))
     if key not in _PLANS:
         _PLANS[key] = plan(exp, Path(base), Path(str(root.outputs)), bool(root.retry_failed), index)

@@ -1,15 +1,18 @@
 """Run a trained model on your own recordings.
 
     python -m trainer.enhance <checkpoint.pt or run dir> <file or folder> -o <out dir>
-                              [--format wav|flac] [--channels separate|mix] [--overwrite]
+                              [--format wav|flac] [--subtype PCM_16|PCM_24|FLOAT|...]
+                              [--channels separate|mix] [--overwrite]
                               [--chunk-seconds 10] [--overlap-seconds 1] [--batch 8] [--device auto]
                               [--stream [--level-seconds 3]] [--score]
 
 Every WAV, FLAC or OGG file (a folder is searched recursively) is written under `-o` with
 the same relative path: WAV in, WAV out; FLAC in, FLAC out; OGG in, WAV out; or all in
-`--format`. Any sample rate: the audio is resampled to the model's rate and, for
-denoising, back to the file's rate (a super-resolution model's output stays at its own,
-higher rate: that is its point). Any number of channels: each is enhanced on its own
+`--format`, in the input's sample format (16-bit in, 16-bit out; a lossy input gives
+float WAV or 24-bit FLAC) unless `--subtype` names one. Any sample rate: the audio is
+resampled to the model's rate and, for denoising, back to the file's rate (a
+super-resolution model's output stays at its own, higher rate: that is its point). Any
+number of channels: each is enhanced on its own
 (`--channels separate`, the default) or they are down-mixed to one (`mix`).
 
 Any length: files longer than `--chunk-seconds` are cut into chunks that overlap by
@@ -130,9 +133,22 @@ def process(path: Path, target: Path, model, task: AudioTask, args, device: torc
         done.append(torch.nn.functional.pad(y, (0, max(0, length - y.shape[-1])))[:length])
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{target.name}")
-    subtype = "FLOAT" if target.suffix == ".wav" else None
-    sf.write(str(tmp), torch.stack(done, dim=1).numpy(), out_rate, subtype=subtype, format=target.suffix[1:].upper())
+    container = target.suffix[1:].upper()
+    subtype = args.subtype or sample_format(path, container)
+    audio = torch.stack(done, dim=1).numpy()
+    if subtype.startswith("PCM"):  # integers: an output above full scale would wrap, not clip
+        audio = np.clip(audio, -1.0, 1.0)
+    sf.write(str(tmp), audio, out_rate, subtype=subtype, format=container)
     tmp.replace(target)  # never a half-written output under the final name
+
+
+def sample_format(source: Path, container: str) -> str:
+    """The input's sample format (PCM_16 stays PCM_16) where the output container takes it;
+    otherwise (a lossy input) float WAV or 24-bit FLAC."""
+    subtype = sf.info(str(source)).subtype
+    if sf.check_format(container, subtype):
+        return subtype
+    return "FLOAT" if container == "WAV" else "PCM_24"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--format", choices=["wav", "flac"], help="output format (default: WAV for WAV/OGG, FLAC for FLAC)"
+    )
+    parser.add_argument(
+        "--subtype", help="sample format of the outputs: PCM_16, PCM_24, FLOAT, ... (default: the input's)"
     )
     parser.add_argument("--channels", choices=["separate", "mix"], default="separate")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that exist")
@@ -158,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "--score", action="store_true", help="DNSMOS P.835 of every input and output: <out>/dnsmos.csv and means"
     )
     args = parser.parse_args(argv)
+    if args.subtype is not None and args.subtype not in sf.available_subtypes():
+        parser.error(f"--subtype {args.subtype}: not a sample format ({', '.join(sorted(sf.available_subtypes()))})")
     if not 0 <= args.overlap_seconds < args.chunk_seconds or args.batch < 1:
         parser.error("need 0 <= --overlap-seconds < --chunk-seconds and --batch >= 1")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

@@ -11,8 +11,10 @@ band-limited as in training; one row per file with LSD (full band and regenerate
 and SI-SDR for the band-limited input and the output.
 `--dnsmos` adds DNSMOS P.835 (SIG, BAK, OVRL; reference-free, trainer/inference/dnsmos.py) of input
 and output; then `<data dir>` may hold recordings alone (`noisy/` or the folder itself).
-Prints the means and saves them beside the CSV as JSON; `--write-audio` also saves every
-output there (`<csv stem>-audio/<file>.wav`).
+The CSV goes beside the run (`<run dir>/eval/<data folder name>.csv`) unless `--out` names
+it; the means are printed and saved beside it as JSON; `--write-audio` also saves every
+output there (`<csv stem>-audio/<file>.wav`). Files in `noisy/` without a partner in
+`clean/` are named in a warning, with their count, and not scored.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +37,16 @@ from trainer.inference.loading import load_model
 from trainer.metrics import nan_mean
 from trainer.tasks import SLOW_METRICS, AudioTask, SuperResolution
 
+log = logging.getLogger("trainer")
+
+
+def run_folder(checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to: the folder itself, or the one above `checkpoints/`."""
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint.is_dir():
+        return checkpoint
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
 
 def paired_files(root: Path) -> list[tuple[str, Path, Path]]:
     root = Path(root)
@@ -42,9 +55,15 @@ def paired_files(root: Path) -> list[tuple[str, Path, Path]]:
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: missing (expected {root}/noisy and {root}/clean)")
     clean = {p.stem: p for p in audio_io.list_audio(clean_dir)}
-    pairs = [(p.stem, p, clean[p.stem]) for p in audio_io.list_audio(noisy_dir) if p.stem in clean]
+    noisy = audio_io.list_audio(noisy_dir)
+    pairs = [(p.stem, p, clean[p.stem]) for p in noisy if p.stem in clean]
     if not pairs:
         raise FileNotFoundError(f"{root}: no file in noisy/ has a same-named partner in clean/")
+    alone = [p.name for p in noisy if p.stem not in clean]
+    if alone:  # scored files must be the ones the user meant: say which are left out
+        shown = ", ".join(alone[:5]) + (f" and {len(alone) - 5} more" if len(alone) > 5 else "")
+        log.warning("%d of %d files in %s have no partner in clean/ and are not scored: %s",
+                    len(alone), len(noisy), noisy_dir, shown)  # fmt: skip
     return pairs
 
 
@@ -144,7 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "checkpoint", type=Path, help="a checkpoint file, or a run directory (uses checkpoints/best.pt)"
     )
     parser.add_argument("data", type=Path, help="folder with noisy/ and clean/")
-    parser.add_argument("--out", type=Path, help="per-file CSV (default: <data>/scores-<run>.csv)")
+    parser.add_argument(
+        "--out", type=Path, help="per-file CSV (default: <run dir>/eval/<data folder name>.csv, beside the run)"
+    )
     parser.add_argument("--fast", action="store_true", help="SI-SDR only (skip PESQ and STOI)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--write-audio", action="store_true", help="save each output beside the CSV (<csv>-audio/)")
@@ -184,10 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             pairs = paired_files(args.data)
     except (CheckpointError, FileNotFoundError, audio_io.AudioError) as err:
         parser.exit(2, f"error: {err}\n")
-    out = args.out
-    if not out:
-        run = Path(args.checkpoint).resolve().parent.parent if args.checkpoint.is_file() else args.checkpoint
-        out = args.data / f"scores-{run.name}.csv"
+    out = args.out or run_folder(args.checkpoint) / "eval" / f"{args.data.resolve().name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
     audio_dir = out.with_name(f"{out.stem}-audio") if args.write_audio else None
     start = time.perf_counter()
     if reference_free_only:

@@ -85,7 +85,7 @@ def summarise(sweep_dir: str) -> None:
     if not jobs:
         return
     rows, bad = [], 0
-    for job in jobs:
+    for job, label in jobs.items():
         s = summary.read(job)
         if s is not None:
             status, reason, failed = str(s["status"]), s.get("reason") or "", s["status"].bad
@@ -94,7 +94,7 @@ def summarise(sweep_dir: str) -> None:
         else:
             status, reason, failed = "no summary", "the job ended before writing summary.json", True
         bad += failed
-        name = job.name if job.parent == Path(sweep_dir) else shown(job)
+        name = label if job.parent == Path(sweep_dir) else f"{label}  [{shown(job)}]"
         rows.append(f"  {status:13s} {name}" + (f"  ({reason})" if reason else ""))
     head = f"multirun summary: {len(jobs)} jobs, {len(jobs) - bad} fine, {bad} failed or incomplete ({sweep_dir})"
     print("\n".join([head, *rows]), file=sys.stderr, flush=True)

@@ -32,6 +32,8 @@ def register() -> None:
         "result_neutral": lambda: list(RESULT_NEUTRAL),
         # `${experiment_dir:<base>}`: the folder of a job's experiment, found by its identity
         "experiment_dir": experiment_dir,
+        # `hydra.help.template: ${trainer_help:}`: `python -m trainer --help`
+        "trainer_help": _help,
     }
     for name, resolver in resolvers.items():
         OmegaConf.register_new_resolver(name, resolver, replace=True)
@@ -42,6 +44,12 @@ def register() -> None:
 
     Plugins.instance()
     samplers.register()  # False: the released sweeper is absent; Hydra's scan warned, searches cannot run
+
+
+def _help() -> str:
+    from trainer.launch.help import text  # read only when --help asks
+
+    return text()
 
 
 def add_plugin_folder() -> None:
@@ -59,3 +67,17 @@ def add_plugin_folder() -> None:
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(PLUGINS) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), *filter(None, paths)])
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose(overrides: list[str], hydra_node: bool = False):
+    """The config `python -m trainer <overrides>` would run, composed in this process (for
+    tools, tests and benchmarks); with `hydra_node`, Hydra's own node too."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_node)

@@ -173,12 +173,17 @@ class GradientDiagnostics:
                         f"its running median {median:.4g}"
                     )
             self.norms.append(norm)
-        if clip is not None:
-            clipped = sum(n > clip for n in norms) / len(norms)
+        # Clipping is judged after the first steps only: a fresh initialisation's gradients are
+        # far larger at first (the default job's norm is ~50x its later median at step 10)
+        # and clipping them is the clip's job, not a sign of a bad setting.
+        judged = [n for i, n in enumerate(norms) if first + i > c.clip_alert_after]
+        if clip is not None and judged:
+            clipped = sum(n > clip for n in judged) / len(judged)
             # once per spike_window steps: saturation lasts, one line says it
             if clipped > c.clip_alert_fraction and step - self._clip_alerted >= c.spike_window:
                 self._clip_alerted = step
+                since = max(first, c.clip_alert_after + 1)
                 self.alert(
-                    f"gradient clipped on {clipped:.0%} of steps {first}-{step} (trainer.grad_clip={clip}): "
+                    f"gradient clipped on {clipped:.0%} of steps {since}-{step} (trainer.grad_clip={clip}): "
                     "the clip sets the step size; raise it or lower the learning rate"
                 )

@@ -132,9 +132,13 @@ def train(
     ledger = Ledger(state)
     start_step = state.step  # every process warms up again (compilation, CUDA graphs), resumed or not
     state.speed.loop_start_unix = time.time()  # start-up ends here; the first batch is next
+    # A process with no more steps than the warm-up times the steps after its first instead
+    # (the first pays for the cold start); summary.json says how many steps were warm-up.
+    remaining = p.feed.steps_per_epoch * cfg.epochs - start_step
+    state.speed.warmup_steps = cfg.warmup_steps if remaining > cfg.warmup_steps else 1
     window = MetricsWindow(
         cfg.log_every,
-        start_step + cfg.warmup_steps,
+        start_step + state.speed.warmup_steps,
         state.speed,
         check_grads=not opt.precision.scaler.is_enabled(),
         dist=dist,

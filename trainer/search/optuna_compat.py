@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ def distribution_key(distribution) -> str:
     from optuna.distributions import distribution_to_json
 
     return distribution_to_json(modern(distribution))
+
+
+def ask(study):
+    """study.ask without Optuna's warning that heartbeats are meant for Study.optimize: the
+    sweeper asks and tells, and beats for its trials itself (one line at the start says so)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        return study.ask()
 
 
 def suggest(trial, name: str, distribution) -> Any:
@@ -127,6 +136,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         storage = _journal_class()(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
         storage.heartbeat_interval, storage.grace_period = heartbeat_interval, grace_period
         return storage
+    import optuna
     from optuna.storages import RDBStorage
     from sqlalchemy.pool import QueuePool
 
@@ -141,9 +151,13 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     )
     for attempt in range(5):
         try:
-            storage = RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-            )
+            with (
+                warnings.catch_warnings()
+            ):  # heartbeats are "experimental" since Optuna 2.9; this project relies on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+                )
             if sqlite:
                 _write_ahead_log(storage.engine)
             return storage

@@ -60,8 +60,6 @@ class ExperimentSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(parser.parse_overrides(params_conf), self.max_batch_size)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         plans, returns, seen, job_idx = [], [], {}, 0
         outputs = Path(str(self.config.outputs))
         while not self.is_done():
@@ -79,6 +77,9 @@ class ExperimentSweeper(BasicSweeper):
             if index is not None:
                 index.close()
             plans += [plan for plan, _ in batch]
+            if not sweep_dir.is_dir():  # only now: a sweep refused while planning leaves no folder behind
+                sweep_dir.mkdir(parents=True)
+                OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
             write_manifest(sweep_dir, plans)  # before launching: a report mid-sweep sees every row
             report_plan(sweep_dir, [plan for plan, _ in batch])
             launch = [overrides for plan, overrides in batch if plan.launched]

@@ -143,7 +143,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
     def _ask(self, study, distributions, fixed) -> Optional[optuna.trial.Trial]:
         """A trial with a parameter set not tried before, or None when the budget is spent."""
         for _ in range(self.max_duplicate_draws + 1):
-            trial = study.ask()
+            trial = compat.ask(study)
             compat.record_heartbeat(study, compat.trial_id(trial))
             previous = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
             if sum(counted(t) or t.state == TrialState.RUNNING for t in previous) >= self.n_trials:
@@ -264,10 +264,14 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
         self._process_searchspace_config()
-        distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
-        for name in fixed:
-            distributions.pop(name, None)
-        distributions = {name: compat.modern(d) for name, d in distributions.items()}
+        with warnings.catch_warnings():
+            # the released parser builds Optuna 2's distribution classes (a FutureWarning
+            # each), which compat.modern converts to the current ones right here
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*Distribution")
+            distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
+            for name in fixed:
+                distributions.pop(name, None)
+            distributions = {name: compat.modern(d) for name, d in distributions.items()}
         if isinstance(self.sampler, functools.partial):  # hydra/sweeper/sampler=grid
             grid = {name: grid_choices(name, d) for name, d in distributions.items()}
             self.sampler = self.sampler(grid)
@@ -298,13 +302,16 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
         if done:
             self.sampler.reseed_rng()  # a resumed sampler must not replay the first invocation's draws
         log.info(
-            "study %r in %s: %d of %d trials done, sampler %s, directions %s",
+            "study %r in %s: %d of %d trials done, sampler %s, directions %s; a heartbeat every %d s for the "
+            "trials in flight (a RUNNING trial silent for %d s is failed at the next start)",
             study.study_name,
             self.storage,
             done,
             self.n_trials,
             type(self.sampler).__name__,
             directions,
+            self.heartbeat_interval,
+            self.grace_period,
         )
         failures = 0
         while True:
