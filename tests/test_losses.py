@@ -9,6 +9,7 @@ import torch
 
 from losses import Composite, L1Loss, MultiResolutionSTFTLoss, SISDRLoss
 from losses.functional import si_sdr
+from tests.conftest import compose_cfg, options
 
 
 def test_si_sdr_hand_computed():
@@ -64,3 +65,33 @@ def test_composite_weights_and_named_terms():
 def test_composite_rejects_mismatched_weights():
     with pytest.raises(ValueError, match="loss.weights"):
         Composite({"a": L1Loss()}, {"b": 1.0})
+
+
+@pytest.mark.parametrize("name", [n for n in options("loss") if n != "rnnt"])
+def test_every_loss_computes_in_float32_from_bf16_inputs(name, monkeypatch):
+    """What a bf16 model hands the loss: bf16 tensors under autocast. Each loss must compute
+    in float32 from them (its casts and autocast-off blocks): the same value, to float32's
+    precision, as the float32 computation on the same numbers."""
+    from trainer.build import build_loss
+
+    loss = build_loss(compose_cfg(f"loss={name}").loss)
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randn(2, 8000, generator=g) * 0.1
+    estimate = (reference + 0.05 * torch.randn(2, 8000, generator=g)).bfloat16()
+    reference = reference.bfloat16()
+    expected_total, expected_terms = loss(estimate.float(), reference.float())
+    reached = []  # CPU's STFT upcasts bf16 by itself: only the dtype it is handed shows the guard
+    stft = torch.stft
+
+    def recorded(x, *args, **kwargs):
+        reached.append(x.dtype)
+        return stft(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "stft", recorded)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, terms = loss(estimate, reference)
+    assert all(dtype == torch.float32 for dtype in reached), reached
+    assert total.dtype == torch.float32 and all(v.dtype == torch.float32 for v in terms.values())
+    torch.testing.assert_close(total, expected_total, rtol=1e-5, atol=1e-6)
+    for key, value in terms.items():
+        torch.testing.assert_close(value, expected_terms[key], rtol=1e-5, atol=1e-6)

@@ -100,18 +100,37 @@ def test_fp16_skipped_step_does_not_advance_the_schedule(tmp_path):
 
 
 def test_accumulation_matches_one_big_batch():
-    def one_step(batch_size, accum):
-        cfg = compose_cfg(
-            *TINY, f"trainer.batch_size={batch_size}", f"trainer.grad_accum={accum}", "trainer.grad_clip=null"
-        )
+    """Four micro-batches of 2 make the update of one batch of 8. Plain SGD moves each
+    weight by lr times its gradient, so a micro-batch loss not divided by grad_accum (or
+    divided twice) shows as an update of the wrong size (Adam's first step, lr * sign(g),
+    would hide it)."""
+
+    def update(batch_size, accum):
+        cfg = compose_cfg(*TINY, f"trainer.batch_size={batch_size}", f"trainer.grad_accum={accum}",
+                          "trainer.grad_clip=null", "optim=sgd", "optim.momentum=0", "optim.nesterov=false",
+                          "optim.weight_decay=0")  # fmt: skip
         parts = assemble(cfg)
+        before = [p.detach().clone() for p in parts.network.raw.parameters()]
         parts.feed.sampler.set_position(0, 0)
         it = iter(parts.feed.train_loader)
         train_step(parts, [next(it) for _ in range(accum)], None)
-        return [p.detach().clone() for p in parts.network.raw.parameters()]
+        return [p.detach() - b for p, b in zip(parts.network.raw.parameters(), before)]
 
-    for a, b in zip(one_step(8, 1), one_step(2, 4)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    one, four = update(8, 1), update(2, 4)
+    assert sum(float(d.abs().sum()) for d in one) > 0  # the step moved the weights
+    for a, b in zip(one, four):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-8)
+    # and both are -lr times the gradient of the batch's mean loss, taken here by hand (a loss
+    # scaled the same wrong way on both paths would pass the comparison above)
+    cfg = compose_cfg(*TINY, "trainer.batch_size=8")
+    parts = assemble(cfg)
+    parts.feed.sampler.set_position(0, 0)
+    inputs, target = parts.task.pair(next(iter(parts.feed.train_loader)))
+    total, _ = parts.optim.loss(parts.network.raw(inputs), target)
+    grads = torch.autograd.grad(total, list(parts.network.raw.parameters()))
+    lr = compose_cfg("optim=sgd").optim.lr
+    for a, g in zip(one, grads):
+        torch.testing.assert_close(a, -lr * g, rtol=1e-3, atol=1e-7)
 
 
 def test_profiler_writes_a_trace_and_prints_top_operators(tmp_path):

@@ -78,11 +78,20 @@ def test_state_dicts_load_across_layouts():
 
 
 @pytest.mark.parametrize("norm", [BatchNorm1dFloat32(3), BatchNorm2dFloat32(3)])
-def test_float32_batchnorm_runs_in_float32_under_bf16_autocast(norm):
+def test_float32_batchnorm_runs_in_float32_under_bf16_autocast(norm, monkeypatch):
     x = torch.randn(4, 3, *([1] if isinstance(norm, nn.BatchNorm2d) else []), 50).bfloat16()
     reference = copy.deepcopy(norm)
+    reached = []  # the dtype that reaches the kernel: CPU's bf16 batch norm matches float32 bit
+    kernel = nn.functional.batch_norm  # for bit, so only this shows where the math ran
+
+    def recorded(x, *args, **kwargs):
+        reached.append(x.dtype)
+        return kernel(x, *args, **kwargs)
+
+    monkeypatch.setattr(nn.functional, "batch_norm", recorded)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = norm(x)
+    assert reached == [torch.float32]
     assert out.dtype == torch.bfloat16  # what follows stays in bf16
     expected = nn.modules.batchnorm._BatchNorm.forward(reference, x.float())  # plain BatchNorm on float32
     torch.testing.assert_close(out, expected.bfloat16(), rtol=0, atol=0)
