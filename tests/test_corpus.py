@@ -187,6 +187,12 @@ def test_concurrent_first_renders_render_once(tmp_path):
         import logging, sys
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
         from trainer.data import corpus
+        real = corpus._render
+        def counted(spec):  # each render leaves a mark, whatever the log says
+            with open({str(tmp_path / "renders")!r}, "a") as f:
+                f.write("x")
+            return real(spec)
+        corpus._render = counted
         spec = corpus.Spec(5, 0, 8000, 4000, 48, 40, ("white", "babble", "hum"), 0.3, 0.3)
         c = corpus.corpus(spec, {str(tmp_path)!r})
         print("sum", float(c.clean.sum()) + float(c.noise.sum()))
@@ -196,7 +202,7 @@ def test_concurrent_first_renders_render_once(tmp_path):
     ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert sum("rendered the training corpus" in o for o in outs) == 1, outs
+    assert (tmp_path / "renders").read_text() == "x", outs  # one render in two processes
     assert sum("read the training corpus from the cache" in o for o in outs) == 1, outs
     assert len({o.strip().splitlines()[-1] for o in outs}) == 1  # the same data in both
 
@@ -207,9 +213,11 @@ def test_a_multirun_renders_once_and_its_relaunch_reads_the_cache(tmp_path):
     first = cli("-m", "optim=adamw,sgd,adam", *job, f"hydra.sweep.dir={tmp_path / 'one'}", check=True)
     log = first.stdout + first.stderr
     assert log.count("rendered the training corpus") == 1 and log.count("rendered the validation corpus") == 1
+    written = {p: p.stat().st_mtime_ns for p in [*cache.rglob("*.npy"), *cache.rglob("meta.json")]}
     again = cli("-m", "optim=adamw,sgd,adam", *job, f"hydra.sweep.dir={tmp_path / 'two'}", check=True)
     log = again.stdout + again.stderr
     assert "rendered the" not in log and log.count("read the training corpus from the cache") == 1
+    assert len(written) == 6 and all(p.stat().st_mtime_ns == t for p, t in written.items())  # none written again
     # the cache changes no result: the same objective in both launches
     for name in ("optim=adamw", "optim=sgd", "optim=adam"):
         a = summary_json(tmp_path / "one" / name)

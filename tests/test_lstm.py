@@ -232,6 +232,7 @@ def test_each_variant_and_domain_learns_the_synthetic_task(tiny_cfg, overrides):
     )
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cudnn_runs_the_stack_fused_with_contiguous_weights(dtype, recwarn):

@@ -62,7 +62,11 @@ def test_a_second_scan_reads_nothing_and_gives_the_same_verdicts(tmp_path):
         k: v for k, v in b.items() if not isinstance(v, AudioError)
     }
     assert str(a["silent"]) == str(b["silent"]) and "silent" in str(b["silent"])  # a bad file stays bad
-    assert scan(folder, files, None, Counting()) is not None  # no cache dir: scans, writes nothing
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    uncached = Counting()
+    again = scan(folder, files, None, uncached)  # no cache dir: scans every file, writes nothing
+    assert len(uncached.paths) == len(files) and str(again["silent"]) == str(a["silent"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_changed_added_and_removed_files_are_found(tmp_path):

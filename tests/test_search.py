@@ -238,6 +238,13 @@ def _check_shared_study(tmp: Path, study_name: str, storage: str, trials: int = 
         assert summary["status"] == ("pruned" if t.state.name == "PRUNED" else "completed")
         if t.state.name == "COMPLETE":
             assert summary["objective"] == pytest.approx(t.value)
+    # both workers ran trials, and at the same time (not one after the other behind a lock)
+    by_worker: dict[str, list] = {}
+    for t in counted:
+        by_worker.setdefault(t.system_attrs["worker"], []).append(t)
+    assert len(by_worker) >= 2, {w: len(ts) for w, ts in by_worker.items()}
+    pairs = [(a, b) for w, ts in by_worker.items() for a in ts for v, us in by_worker.items() if v != w for b in us]
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete for a, b in pairs)
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):

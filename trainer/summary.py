@@ -49,6 +49,8 @@ class Summary(TypedDict, total=False):
     loop_start_unix: float | None
     first_step_unix: float | None
     precision_paths: dict[str, str]
+    compile_graphs: int  # with torch.compile: graphs captured in this process
+    cudagraph_skips: int  # with torch.compile: CUDA-graph captures inductor skipped
     device: str | None
     versions: dict[str, Any]
     experiment: dict[str, Any]  # identity.Experiment: hash, group, alias, seed
@@ -93,6 +95,17 @@ def speed(speed: Speed, samples_per_step: int, warmup_steps: int) -> dict[str, A
     return out
 
 
+def compiled() -> dict[str, int]:
+    """What torch.compile did in this process: the graphs it captured (more than one per
+    model and mode means graph breaks or recompiles) and the CUDA-graph captures it skipped."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "compile_graphs": int(counters["stats"]["unique_graphs"]),
+        "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"]),
+    }
+
+
 def build(cfg, state, parts, value: float, started: float, experiment, provenance: dict[str, Any]) -> Summary:
     """summary.json of a run in `state` (`parts` is None when it failed before building)."""
     import torch
@@ -126,6 +139,7 @@ def build(cfg, state, parts, value: float, started: float, experiment, provenanc
         "loop_start_unix": state.speed.loop_start_unix,
         "first_step_unix": state.speed.first_step_unix,
         "precision_paths": parts.optim.precision.paths if parts else {},
+        **(compiled() if cfg.compile.enabled else {}),
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
         if device
         else None,

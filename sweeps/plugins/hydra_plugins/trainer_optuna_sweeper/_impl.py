@@ -6,6 +6,8 @@ not search pays nothing for it (about 2 s of start-up)."""
 import functools
 import logging
 import math
+import os
+import socket
 import threading
 import time
 import warnings
@@ -24,6 +26,7 @@ from trainer.search.optuna_compat import open_storage
 
 log = logging.getLogger("hydra_plugins.trainer_optuna_sweeper.sweeper")
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 EXCLUDED = ("stale", "duplicate_of", "surplus", "aborted")  # user attrs of FAIL trials that do not count
 
 
@@ -328,6 +331,8 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                     compat.set_system_attr(
                         study, compat.trial_id(trial), "sampler_seconds", time.perf_counter() - start
                     )
+                    # which worker ran it: several sweepers may share one study
+                    compat.set_system_attr(study, compat.trial_id(trial), "worker", WORKER)
             if not trials:
                 break
             overrides = [
