@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OPTUNA_SWEEPER := 1.3.0
 
-.PHONY: train test lint bench dashboard clean-venv
+.PHONY: train test lint bench dashboard mutate clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)  ## ruff: the checks of pyproject.toml [tool.ruff] and the format
 
 dashboard: $(STAMP)  ## optuna-dashboard on the studies (STORAGE=<url>, default outputs/optuna.db; PORT=8080)
 	$(PY) -m sweeps.dashboard $(STORAGE) --port $(or $(PORT),8080)
+
+mutate: $(STAMP)  ## mutation testing of the numerical core (cosmic-ray; tens of minutes; not part of make test)
+	$(PY) -m pip install -q -e '.[mutation]'
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m tests.mutation $(ARGS) --json mutation.json
 
 bench: $(STAMP)  ## engine overhead and data throughput
 	$(PY) -m benchmarks.engine

@@ -61,6 +61,7 @@ def test_conv_before_batchnorm_has_no_bias():
         ("trainer.epochs=2.5", "trainer.epochs"),
         ("trainer.epoch=3", "trainer.epoch"),
         ("+trainer.lrr=0.1", "trainer.lrr"),
+        ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience"),
         ("+optim.lrr=0.1", "optim.lrr"),
         ("+unknown=3", "unknown"),
         ("precision.dtype=float8", "precision.dtype"),

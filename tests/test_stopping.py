@@ -59,3 +59,11 @@ def test_a_non_finite_metric_diverges_and_the_pruner_and_signals_set_their_statu
     stopped = RunState(step=12)
     policy.interrupted(stopped, "SIGTERM")
     assert (stopped.status, stopped.reason) == (Status.INTERRUPTED, "SIGTERM after step 12")
+
+
+def test_the_history_and_the_divergence_message_carry_the_right_numbers():
+    policy, state = _policy(), RunState(epoch=2, step=7)
+    policy.validated(state, {"si_sdr": 1.0, "pesq": 2.0}, seconds=1.23456)
+    assert state.history == [{"epoch": 3, "step": 7, "seconds": 1.235, "si_sdr": 1.0, "pesq": 2.0}]
+    with pytest.raises(Diverged, match="after epoch 4$"):
+        policy.validated(state, {"si_sdr": math.inf}, seconds=2.0)

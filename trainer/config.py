@@ -295,6 +295,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.diagnostics.depth must be >= 1 and spike_factor > 1, got {d.depth} and {d.spike_factor}"
         )
+    if t.early_stopping.patience < 1:  # 0 would stop every run after its first validation, improved or not
+        raise ConfigError(f"trainer.early_stopping.patience must be >= 1, got {t.early_stopping.patience}")
     if v.max_examples is not None and v.max_examples < 1:
         raise ConfigError(f"trainer.validation.max_examples must be >= 1 or null, got {v.max_examples}")
     if v.spectrogram not in ("stft", "mel"):
