@@ -49,10 +49,9 @@ import torchaudio.functional as AF
 from models.lstm import LSTMEnhancer
 from models.streaming import StreamingEnhancer, is_streamable
 from models.streaming import run as run_stream
-from trainer.build import build_task
 from trainer.checkpoint import CheckpointError
 from trainer.data import audio_io
-from trainer.inference.loading import load_model
+from trainer.inference.loading import load_audio_model
 from trainer.tasks import AudioTask, SuperResolution
 
 REFUSED = 101
@@ -184,13 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)  # fmt: skip
     try:
-        model, cfg = load_model(args.checkpoint, device)
-        task = build_task(cfg.task)
-        if not isinstance(task, AudioTask):
-            raise CheckpointError(
-                f"{args.checkpoint}: a transducer ({type(task).__name__}) checkpoint maps audio to tokens, "
-                "not to audio; trainer.enhance runs denoise and superres models"
-            )
+        model, cfg, task = load_audio_model(args.checkpoint, device, "trainer.enhance")
         if args.stream:
             if not is_streamable(model):
                 raise CheckpointError(

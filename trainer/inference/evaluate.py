@@ -30,10 +30,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.build import build_task
 from trainer.checkpoint import CheckpointError
 from trainer.data import audio_io
-from trainer.inference.loading import load_model
+from trainer.inference.loading import load_audio_model
 from trainer.metrics import nan_mean
 from trainer.tasks import SLOW_METRICS, AudioTask, SuperResolution
 
@@ -177,13 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     try:
-        model, cfg = load_model(args.checkpoint, device)
-        task = build_task(cfg.task)
-        if not isinstance(task, AudioTask):
-            raise CheckpointError(
-                f"{args.checkpoint}: a {type(task).__name__} model; "
-                "this tool scores audio-to-audio models (denoise, superres)"
-            )
+        model, cfg, task = load_audio_model(args.checkpoint, device, "trainer.evaluate")
         superres = isinstance(task, SuperResolution)
         if args.dnsmos:
             from trainer.inference import dnsmos

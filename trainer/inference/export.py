@@ -34,11 +34,9 @@ import torch
 
 from models.lstm import LSTMEnhancer
 from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, is_streamable, run
-from trainer.build import build_task
 from trainer.checkpoint import CheckpointError
 from trainer.files import write_json
-from trainer.inference.loading import load_model
-from trainer.tasks import AudioTask
+from trainer.inference.loading import load_audio_model
 
 TOLERANCE = 1e-4
 OPSET = 18
@@ -239,12 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:
             return refuse(f"ONNX export needs {err.name}: pip install -e '.[export]' (or --formats torchscript)")
     try:
-        model, cfg = load_model(args.checkpoint, torch.device("cpu"))
-        task = build_task(cfg.task)
+        model, cfg, task = load_audio_model(args.checkpoint, torch.device("cpu"), "trainer.export")
     except (CheckpointError, FileNotFoundError) as err:
         return refuse(str(err))
-    if not isinstance(task, AudioTask):
-        return refuse(f"{args.checkpoint}: a transducer checkpoint maps audio to tokens; export takes enhancers")
     taken = [p.name for p in args.out.glob("*") if p.name in ("export.json", "streaming.pt", "streaming.onnx",
                                                                "model.pt", "model.onnx")]  # fmt: skip
     if taken and not args.overwrite:
