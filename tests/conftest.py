@@ -65,6 +65,8 @@ os.environ["TRAINER_OUTPUTS"] = tempfile.mkdtemp(prefix="trainer-test-outputs-")
 # test picked up last keeps the whole suite waiting for it alone.
 LONG_FIRST = (
     "test_compiled_model_trains_on_cpu",
+    "test_the_default_job_and_a_search_print_no_warning",
+    "test_a_reused_run_has_the_sweeps_name_everywhere",
     "test_rerun_continues_the_study_without_repeating_or_overwriting",
     "test_sigkill_and_resume_reproduces_every_step",
     "test_short_run_improves_si_sdr_on_espeak_speech",
