@@ -105,7 +105,8 @@ def run_target(target: Target, work: Path) -> dict:
             for item in db.pending_work_items:
                 if not any(m.start_pos[0] in keep for m in item.mutations):
                     db.set_result(
-                        item.job_id, WorkResult(output="outside the target's functions", outcome=WorkerOutcome.SKIPPED)
+                        item.job_id,
+                        WorkResult(output="outside the target's functions", worker_outcome=WorkerOutcome.SKIPPED),
                     )
     started = time.time()
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=ROOT, check=True)
