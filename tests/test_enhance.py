@@ -35,33 +35,73 @@ def speechlike(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
 
 def test_crossfades_sum_to_one_so_a_linear_model_is_chunked_exactly():
     fade = crossfade(1000)
-    assert torch.allclose(fade + (1 - fade), torch.ones(1000)) and fade[0] < 1e-5 and fade[-1] > 1 - 1e-5
+    torch.testing.assert_close(fade, torch.sin(0.5 * torch.pi * (torch.arange(1000) + 0.5) / 1000) ** 2)
+    assert fade[0] < 1e-5 and fade[-1] > 1 - 1e-5 and bool((fade.diff() > 0).all())
     x = torch.from_numpy(speechlike(3.3, SR))
-    for chunk, overlap in ((16000, 4000), (8000, 0), (10000, 3000)):
+    # joins of two chunks; chunks that meet three at a time (overlap over half a chunk)
+    for chunk, overlap in ((16000, 4000), (8000, 0), (10000, 3000), (10000, 6000), (9000, 8000)):
         y = enhance(lambda b: 2 * b, x, chunk, overlap, batch=3, device=torch.device("cpu"))
         assert torch.allclose(y, 2 * x, atol=1e-6), (chunk, overlap)  # no seam, no gain change at the joins
+
+
+def test_chunks_start_every_step_the_last_padded_in_batches_and_a_short_signal_whole():
+    """The model sees chunks of exactly `chunk` samples starting every `chunk - overlap`,
+    the last zero-padded past the end, at most `batch` at a time; a signal no longer than a
+    chunk is passed whole, unpadded."""
+    for n, chunk, overlap, batch in (
+        (20000, 6000, 1500, 2),
+        (18000, 6000, 0, 4),
+        (13500, 6000, 1500, 3),
+        (7001, 7000, 10, 1),
+    ):
+        x = torch.arange(1, n + 1, dtype=torch.float32)  # a chunk's first sample is its start + 1
+        seen = []
+
+        def record(b, seen=seen):
+            seen.append(b.clone())
+            return b
+
+        enhance(record, x, chunk, overlap, batch=batch, device=torch.device("cpu"))
+        assert all(len(b) <= batch for b in seen) and len(seen[0]) == min(batch, sum(len(b) for b in seen))
+        pieces = torch.cat(seen)
+        step = chunk - overlap
+        starts = list(range(0, n, step))
+        starts = starts[: next(k for k, s in enumerate(starts) if s + chunk >= n) + 1]  # until one reaches the end
+        assert [int(p[0]) - 1 for p in pieces] == starts, (n, chunk, overlap)
+        for s, p in zip(starts, pieces):
+            inside = min(chunk, n - s)
+            torch.testing.assert_close(p[:inside], x[s : s + inside])
+            assert not p[inside:].any()  # the padding
+    seen.clear()
+    y = enhance(record, x[:500], 600, 100, batch=2, device=torch.device("cpu"))
+    assert [b.shape for b in seen] == [(1, 500)] and torch.equal(y, x[:500])
 
 
 def test_chunks_are_joined_by_raised_cosine_crossfades_without_a_seam():
     """A model whose output depends on its whole chunk (here: a constant, the chunk's first
     input sample) makes each chunk's output differ; the join must be the raised-cosine blend
     of the two, sample by sample (a hard cut jumps, a linear fade is off the formula)."""
-    n, chunk, overlap = 20000, 6000, 1500
-    x = torch.arange(n, dtype=torch.float32)  # a chunk's first sample is its start
 
     def per_chunk(b):
         return torch.ones_like(b) * b[:, :1]
 
-    y = enhance(per_chunk, x, chunk, overlap, batch=2, device=torch.device("cpu"))
-    starts = [0, 4500, 9000, 13500, 18000]  # every 4500 samples; the last chunk is padded past the end
-    for prev, start in zip(starts, starts[1:]):
-        length = prev + chunk - start  # the overlap of two neighbours
-        i = torch.arange(length, dtype=torch.float32)
-        w = torch.sin(0.5 * torch.pi * (i + 0.5) / length) ** 2  # the fade-in, from its formula
-        torch.testing.assert_close(y[start : start + length], (1 - w) * prev + w * start, rtol=1e-5, atol=1e-3)
-        # no seam: the largest step between samples is the blend's own slope, far below the jump
-        assert (y[start : start + length].diff().abs().max()) < (start - prev) * 0.5 * torch.pi / length * 1.01
-    torch.testing.assert_close(y[:4500], torch.zeros(4500))  # before any overlap: the first chunk alone
+    for n, chunk, overlap in ((20000, 6000, 1500), (19001, 6000, 2000)):
+        x = torch.arange(n, dtype=torch.float32)  # a chunk's first sample is its start
+        y = enhance(per_chunk, x, chunk, overlap, batch=2, device=torch.device("cpu"))
+        step = chunk - overlap
+        starts = list(range(0, n - overlap, step))  # the last chunk is padded past the end
+        assert len(starts) > 2 and starts[-1] + chunk > n
+        i = torch.arange(overlap, dtype=torch.float32)
+        w = torch.sin(0.5 * torch.pi * (i + 0.5) / overlap) ** 2  # the fade-in, from its formula
+        for prev, start in zip(starts, starts[1:]):
+            torch.testing.assert_close(y[start : start + overlap], (1 - w) * prev + w * start, rtol=1e-5, atol=1e-3)
+            # no seam: the largest step between samples is the blend's own slope, far below the jump
+            assert (y[start : start + overlap].diff().abs().max()) < step * 0.5 * torch.pi / overlap * 1.01
+            # between two overlaps: one chunk alone
+            alone = y[start + overlap : start + step]  # the last chunk's ends at n
+            torch.testing.assert_close(alone, torch.full_like(alone, float(start)))
+        torch.testing.assert_close(y[:step], torch.zeros(step))  # before any overlap: the first chunk alone
+        assert len(y) == n
     fade = crossfade(8)
     torch.testing.assert_close(fade + fade.flip(0), torch.ones(8))  # fade-in and fade-out sum to one
 

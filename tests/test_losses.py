@@ -95,3 +95,92 @@ def test_every_loss_computes_in_float32_from_bf16_inputs(name, monkeypatch):
     torch.testing.assert_close(total, expected_total, rtol=1e-5, atol=1e-6)
     for key, value in terms.items():
         torch.testing.assert_close(value, expected_terms[key], rtol=1e-5, atol=1e-6)
+
+
+def test_si_sdr_per_row_ignores_each_rows_offset_and_matches_the_one_dimensional_value():
+    torch.manual_seed(1)
+    ref = torch.randn(3, 500)
+    est = 0.5 * ref + 0.3 * torch.randn(3, 500)
+    rows = torch.stack([si_sdr(e, r) for e, r in zip(est, ref)])
+    offsets = torch.tensor([[2.0], [-1.0], [0.5]])  # a different DC offset per row
+    torch.testing.assert_close(si_sdr(est + offsets, ref - offsets), rows)
+    # silence against silence: the eps terms give 0 dB, not NaN
+    assert si_sdr(torch.zeros(4), torch.zeros(4)).item() == 0.0
+
+
+def test_mrstft_resolutions_are_parallel_wavegans_and_the_formula_holds_per_resolution():
+    loss = MultiResolutionSTFTLoss()
+    assert loss.resolutions == [(1024, 120, 600), (2048, 240, 1200), (512, 50, 240)]
+    assert [getattr(loss, f"window{i}").shape[0] for i in range(3)] == [600, 1200, 240]
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 4000), torch.randn(2, 4000) * 0.3
+    y[:, :2000] = 0  # silent bins: the magnitude floor (eps) enters the log term
+    single = MultiResolutionSTFTLoss(fft_sizes=[256], hop_sizes=[64], win_lengths=[200], eps=1e-5)
+    spec = [torch.stft(s, 256, 64, 200, window=torch.hann_window(200), return_complex=True).abs().clamp_min(1e-5)
+            for s in (x, y)]  # fmt: skip
+    convergence = (
+        torch.linalg.vector_norm(spec[1] - spec[0], dim=(-2, -1)) / torch.linalg.vector_norm(spec[1], dim=(-2, -1))
+    ).mean()
+    log_mag = (spec[1].log() - spec[0].log()).abs().mean()
+    torch.testing.assert_close(single(x, y), convergence + log_mag)
+    two = MultiResolutionSTFTLoss(fft_sizes=[256, 128], hop_sizes=[64, 32], win_lengths=[200, 100], eps=1e-5)
+    other = MultiResolutionSTFTLoss(fft_sizes=[128], hop_sizes=[32], win_lengths=[100], eps=1e-5)
+    torch.testing.assert_close(two(x, y), (single(x, y) + other(x, y)) / 2)  # the mean over resolutions
+    with pytest.raises(ValueError, match="same length"):
+        MultiResolutionSTFTLoss(fft_sizes=[256], hop_sizes=[64, 32], win_lengths=[200])
+
+
+def tone(seconds: float, amplitude: float, rate: int = 16000) -> torch.Tensor:
+    t = torch.arange(int(seconds * rate)) / rate
+    return amplitude * torch.sin(2 * torch.pi * 997 * t)
+
+
+def test_loudness_is_bs1770_where_defined_and_the_plain_formula_for_short_or_silent_clips():
+    import torchaudio.functional as AF
+
+    from losses.level import loudness
+
+    short = torch.stack([tone(0.3, 0.5), tone(0.3, 0.1)])  # under one 400 ms block
+    torch.testing.assert_close(loudness(short, 16000), -0.691 + 10 * torch.log10(short.pow(2).mean(-1) + 1e-10))
+    long = torch.stack([tone(1.0, 0.5), tone(1.0, 0.05)])
+    torch.testing.assert_close(loudness(long, 16000), AF.loudness(long.unsqueeze(-2), 16000))
+    silent = torch.zeros(2, 16000)
+    torch.testing.assert_close(loudness(silent, 16000), torch.full((2,), -0.691 - 100.0))
+    mixed = torch.stack([tone(1.0, 0.5), torch.zeros(16000)]).requires_grad_()
+    level = loudness(mixed, 16000)
+    torch.testing.assert_close(
+        level, torch.stack([AF.loudness(long[:1].unsqueeze(-2), 16000)[0], torch.tensor(-100.691)])
+    )
+    level.sum().backward()
+    assert torch.isfinite(mixed.grad).all() and mixed.grad[0].abs().sum() > 0  # no NaN from the silent row
+
+
+def test_loudness_normalisation_brings_both_to_minus_23_lufs_and_amplifies_at_most_from_the_gate():
+    from losses.level import LoudnessNormalized, loudness
+
+    seen = []
+    norm = LoudnessNormalized(lambda e, t: seen.append((e, t)) or (e - t).abs().mean(), 16000)
+    x = tone(1.0, 0.5)[None]
+    assert norm(0.1 * x, x).item() == pytest.approx(0.0, abs=1e-5)  # the level alone costs nothing
+    estimate, target = seen[0]
+    torch.testing.assert_close(loudness(target, 16000), torch.tensor([-23.0]), atol=0.01, rtol=0)
+    whisper = 1e-5 * x  # about -100 LUFS, under the -70 LUFS gate
+    norm(whisper, x)
+    gain = seen[1][0][..., 1:] / whisper[..., 1:]  # (the tone starts at 0)
+    torch.testing.assert_close(gain, torch.full_like(gain, 10 ** ((-23.0 + 70.0) / 20)), rtol=1e-4, atol=0)
+
+
+def test_clipping_penalty_is_the_mean_excess_beyond_the_threshold():
+    from losses.level import ClippingPenalty
+
+    estimate = torch.tensor([[1.5, -1.2, 0.5, 0.99]])
+    assert ClippingPenalty(threshold=0.99)(estimate, None).item() == pytest.approx((0.51 + 0.21) / 4)
+    assert ClippingPenalty(threshold=0.99)(0.5 * estimate, None).item() == 0.0
+
+
+def test_composite_without_weights_weighs_each_term_one_and_refuses_no_terms():
+    est, ref = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
+    total, terms = Composite({"a": L1Loss(), "b": L1Loss()})(est, ref)
+    assert total.item() == pytest.approx(3.0) and terms["a"].item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="loss.terms is empty"):
+        Composite({}, {})

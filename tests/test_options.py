@@ -74,6 +74,25 @@ def test_none_keeps_the_rate():
     assert lr == optimizer.param_groups[0]["lr"] == 0.7
 
 
+@pytest.mark.parametrize("name", options("sched"))
+def test_a_schedule_restored_from_its_state_goes_on_where_it_was(name):
+    """What a checkpoint keeps of the schedule: a fresh one given the state of one stepped
+    37 times (and validated twice) produces the same rates from there on."""
+    optimizer, schedule = fresh(name, lr=0.5)
+    lr_after(schedule, optimizer, 37)
+    for metric in (1.0, 0.5):
+        schedule.after_validation(metric)
+    state = schedule.state_dict()
+    assert (state == {}) == (name == "none")  # only the constant rate has nothing to keep
+    other_optimizer, other = fresh(name, lr=0.5)
+    other_optimizer.load_state_dict(optimizer.state_dict())
+    other.load_state_dict(state)
+    for _ in range(3):
+        schedule.after_validation(0.5)
+        other.after_validation(0.5)
+        assert lr_after(other, other_optimizer, 5) == lr_after(schedule, optimizer, 5)
+
+
 @pytest.mark.parametrize("name", options("optim"))
 def test_optimizer_class_and_hyper_parameters(name):
     cfg = compose_cfg(f"optim={name}").optim

@@ -3,7 +3,8 @@
 Each builder takes the optimizer (and what only the run knows) at the call site and
 returns a `Schedule`; the engine calls `after_step()` after every optimizer step that was
 taken and `after_validation(metric)` after every validation, and each schedule acts on
-the one that is its own.
+the one that is its own. The hyper-parameters have no defaults here: conf/sched/ holds
+them, in one place.
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ class Schedule:
             self.scheduler.load_state_dict(state)
 
 
-def warmup_cosine(
-    optimizer: Optimizer, total_steps: int, mode: str, warmup: float = 0.05, min_lr_ratio: float = 0.0
-) -> Schedule:
+def warmup_cosine(optimizer: Optimizer, total_steps: int, mode: str, warmup: float, min_lr_ratio: float) -> Schedule:
     warm = max(1, int(warmup * total_steps))
 
     def factor(step: int) -> float:
@@ -52,9 +51,9 @@ def one_cycle(
     optimizer: Optimizer,
     total_steps: int,
     mode: str,
-    pct_start: float = 0.25,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
+    pct_start: float,
+    div_factor: float,
+    final_div_factor: float,
 ) -> Schedule:
     peaks = [group["lr"] for group in optimizer.param_groups]
     # OneCycleLR raises if stepped past total_steps; +1 leaves room for the final step.
@@ -70,7 +69,7 @@ def one_cycle(
 
 
 def plateau(
-    optimizer: Optimizer, total_steps: int, mode: str, factor: float = 0.5, patience: int = 1, threshold: float = 0.01
+    optimizer: Optimizer, total_steps: int, mode: str, factor: float, patience: int, threshold: float
 ) -> Schedule:
     return Schedule(
         ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold), "epoch"

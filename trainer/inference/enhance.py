@@ -75,25 +75,24 @@ def enhance(model, audio: torch.Tensor, chunk: int, overlap: int, batch: int, de
     n = audio.shape[-1]
     if n <= chunk:
         return model(audio[None].to(device))[0].float().cpu()
-    step = chunk - overlap
-    starts = list(range(0, max(n - overlap, 1), step))
-    if starts[-1] + chunk < n:
-        starts.append(n - chunk)
+    # A chunk every `chunk - overlap` samples until one reaches the end (that one is padded
+    # with zeros), so every two neighbours overlap by exactly `overlap` samples.
+    starts = list(range(0, n - overlap, chunk - overlap))
     pieces = torch.stack([torch.nn.functional.pad(audio[s : s + chunk], (0, max(0, s + chunk - n))) for s in starts])
     outs = torch.cat([model(pieces[i : i + batch].to(device)).float().cpu() for i in range(0, len(pieces), batch)])
-    out = torch.zeros(max(n, starts[-1] + chunk))
+    weights = torch.ones(len(starts), chunk)
+    if overlap:
+        fade = crossfade(overlap)
+        weights[1:, :overlap] = fade  # fade in over the overlap with the previous chunk
+        weights[:-1, chunk - overlap :] *= 1 - fade  # and out over the next one's
+    out = torch.zeros(starts[-1] + chunk)
     weight = torch.zeros_like(out)
-    for k, (s, piece) in enumerate(zip(starts, outs)):
-        w = torch.ones(chunk)
-        if k > 0 and overlap:  # fade in over the overlap with the previous chunk
-            lead = min(overlap, starts[k - 1] + chunk - s)
-            w[:lead] = crossfade(lead)
-        if k < len(starts) - 1 and overlap:  # fade out over the overlap with the next chunk
-            tail = min(overlap, s + chunk - starts[k + 1])
-            w[chunk - tail :] = 1 - crossfade(tail)
+    for s, piece, w in zip(starts, outs, weights):
         out[s : s + chunk] += w * piece
         weight[s : s + chunk] += w
-    return (out / weight.clamp_min(1e-8))[:n]
+    # Where two chunks meet the fades sum to one; where three do (an overlap over half a
+    # chunk) the division makes the weights sum to one. No weight is 0: the fades never are.
+    return (out / weight)[:n]
 
 
 @torch.no_grad()
