@@ -109,8 +109,29 @@ def lines_of(path: Path, functions: list[str]) -> set[int]:
     return {i for n in defs if n.name in functions for i in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
 
 
+def annotations_of(path: Path) -> list[tuple[int, int, int, int]]:
+    """The (line, column) positions inside type annotations: with `from __future__ import
+    annotations` they are strings Python never evaluates, so a mutant there is equivalent."""
+    tree = ast.parse(path.read_text())
+    spans = []
+    for node in ast.walk(tree):
+        parts = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            parts = [a.annotation for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
+                                            node.args.vararg, node.args.kwarg] if a is not None] + [node.returns]  # fmt: skip
+        elif isinstance(node, ast.AnnAssign):
+            parts = [node.annotation]
+        spans += [(a.lineno, a.col_offset, a.end_lineno, a.end_col_offset) for a in parts if a is not None]
+    return spans
+
+
+def in_annotation(position: tuple[int, int], spans) -> bool:
+    return any((l0, c0) <= tuple(position) < (l1, c1) for l0, c0, l1, c1 in spans)
+
+
 def mutants_of(target: Target, work: Path) -> list[Mutant]:
-    """cosmic-ray's mutants of the target's file (those inside its functions, if named)."""
+    """cosmic-ray's mutants of the target's file (those inside its functions, if named),
+    without those in type annotations (see `annotations_of`)."""
     import difflib
 
     from cosmic_ray.mutating import mutate_code
@@ -124,11 +145,13 @@ def mutants_of(target: Target, work: Path) -> list[Mutant]:
                    check=True, capture_output=True)  # fmt: skip
     source = (ROOT / target.path).read_text()
     keep = lines_of(ROOT / target.path, target.functions) if target.functions else None
+    lazy = "from __future__ import annotations" in source
+    spans = annotations_of(ROOT / target.path) if lazy else []
     found = []
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in db.pending_work_items:
             (m,) = item.mutations
-            if keep is not None and m.start_pos[0] not in keep:
+            if keep is not None and m.start_pos[0] not in keep or in_annotation(m.start_pos, spans):
                 continue
             code = mutate_code(source, get_operator(m.operator_name)(**(m.operator_args or {})), m.occurrence)
             if code is None or code == source:
@@ -190,8 +213,11 @@ class Worker:
 
     def remove(self) -> None:
         if self.pid:
-            os.killpg(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
         subprocess.run(["git", "worktree", "remove", "--force", str(self.tree)], cwd=ROOT, check=False)
 
 
@@ -229,7 +255,7 @@ def run_target(target: Target, workers: list[Worker], work: Path) -> dict:
                 if code == 0:
                     m = w.mutant
                     survivors.append({"line": m.line, "operator": m.operator, "diff": m.diff})
-                elif code in (1, 3) or code < 0:  # a test failed, or the mutant broke collection or crashed it
+                elif code in (1, 2, 3, 4) or code < 0:  # a test failed; the mutant broke collection or crashed it
                     killed += 1
                 else:
                     raise SystemExit(f"{target.path}: pytest exited {code} on a mutant:\n{w.log()[-3000:]}")
@@ -247,6 +273,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="list the targets and their tests")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--file", action="append", help="only this file of the targets (repeatable)")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="mutants tested at once")
     args = parser.parse_args(argv)
     if args.list:
@@ -277,6 +304,8 @@ def main(argv: list[str]) -> int:
             workers = [Worker(i, Path(tmp), commit) for i in range(args.jobs)]
             for name in args.targets or list(TARGETS):
                 for target in TARGETS[name]:
+                    if args.file and target.path not in args.file:
+                        continue
                     r = run_target(target, workers, Path(tmp))
                     results.append({"target": name, **r})
                     share = f"{100 * r['killed'] / r['mutants']:.0f}%" if r["mutants"] else "—"

@@ -20,6 +20,8 @@ def test_si_sdr_hand_computed():
     assert si_sdr(est, ref).item() == pytest.approx(10 * math.log10(16 / 4), abs=1e-4)
     # scale invariant, and the mean is removed first
     assert si_sdr(-3 * est + 0.5, ref).item() == pytest.approx(10 * math.log10(16 / 4), abs=1e-4)
+    # a ratio that is not a whole number: residual energy 1.5^2 * 4 = 9
+    assert si_sdr(2 * ref + 1.5 * err, ref).item() == pytest.approx(10 * math.log10(16 / 9), abs=1e-4)
 
 
 def test_si_sdr_batched_and_loss_sign():
@@ -126,8 +128,13 @@ def test_mrstft_resolutions_are_parallel_wavegans_and_the_formula_holds_per_reso
     two = MultiResolutionSTFTLoss(fft_sizes=[256, 128], hop_sizes=[64, 32], win_lengths=[200, 100], eps=1e-5)
     other = MultiResolutionSTFTLoss(fft_sizes=[128], hop_sizes=[32], win_lengths=[100], eps=1e-5)
     torch.testing.assert_close(two(x, y), (single(x, y) + other(x, y)) / 2)  # the mean over resolutions
-    with pytest.raises(ValueError, match="same length"):
-        MultiResolutionSTFTLoss(fft_sizes=[256], hop_sizes=[64, 32], win_lengths=[200])
+    for sizes in ([1, 2, 1], [2, 1, 1], [1, 2, 2], [2, 2, 1], [1, 1, 2]):
+        with pytest.raises(ValueError, match="same length"):
+            n_fft, hops, wins = ([256, 128][:n] for n in sizes)
+            MultiResolutionSTFTLoss(fft_sizes=n_fft, hop_sizes=hops, win_lengths=wins)
+    assert MultiResolutionSTFTLoss().state_dict() == {}  # the windows are not part of a checkpoint
+    # a silent estimate: the default magnitude floor keeps the log term finite
+    assert torch.isfinite(MultiResolutionSTFTLoss()(torch.zeros(1, 4000), x[:1]))
 
 
 def tone(seconds: float, amplitude: float, rate: int = 16000) -> torch.Tensor:
@@ -176,6 +183,7 @@ def test_clipping_penalty_is_the_mean_excess_beyond_the_threshold():
     estimate = torch.tensor([[1.5, -1.2, 0.5, 0.99]])
     assert ClippingPenalty(threshold=0.99)(estimate, None).item() == pytest.approx((0.51 + 0.21) / 4)
     assert ClippingPenalty(threshold=0.99)(0.5 * estimate, None).item() == 0.0
+    assert ClippingPenalty()(estimate, None).item() == pytest.approx((0.51 + 0.21) / 4)  # 0.99 by default
 
 
 def test_composite_without_weights_weighs_each_term_one_and_refuses_no_terms():
