@@ -9,7 +9,8 @@ and a mutant the tests still pass is a survivor: a change to the code that nothi
 
 Each target is a file, optionally narrowed to some of its functions (mutants outside them
 are left out), with the tests that cover it. The mutants run in worker checkouts (git
-worktrees of the tree as it is, uncommitted changes included, removed at the end), never
+worktrees of the tree as it is, uncommitted changes and new files included, removed at
+the end), never
 in this tree, so the code may be edited while it runs and a killed run leaves nothing
 behind. Each mutant's tests run in a process
 forked from one that has already imported torch and the other libraries: a mutant costs
@@ -165,9 +166,12 @@ def mutants_of(target: Target, work: Path) -> list[Mutant]:
 class Worker:
     """One checkout of the code in which one mutant at a time is written and tested."""
 
-    def __init__(self, index: int, base: Path, commit: str):
+    def __init__(self, index: int, base: Path, commit: str, untracked: list[str]):
         self.index, self.tree, self.tmp = index, base / f"tree{index}", base / f"tmp{index}"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(self.tree), commit], cwd=ROOT, check=True)
+        for name in untracked:  # new files not yet added: the tree as it is
+            (self.tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, self.tree / name)
         self.pid, self.mutant, self.started = 0, None, 0.0
 
     def _write(self, relative: str, code: str) -> None:
@@ -287,7 +291,8 @@ def main(argv: list[str]) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: at least 1")
     # The workers check out the tree as it is, uncommitted changes included (a commit that
-    # `git stash create` makes without touching the tree or the stash; HEAD when clean).
+    # `git stash create` makes without touching the tree or the stash; HEAD when clean),
+    # and new files that git does not ignore copied in.
     git = dict(cwd=ROOT, capture_output=True, text=True, check=True)
     commit = subprocess.run(["git", "stash", "create"], **git).stdout.strip() or "HEAD"
     untracked = subprocess.run(
@@ -301,7 +306,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         workers = []
         try:
-            workers = [Worker(i, Path(tmp), commit) for i in range(args.jobs)]
+            workers = [Worker(i, Path(tmp), commit, untracked) for i in range(args.jobs)]
             for name in args.targets or list(TARGETS):
                 for target in TARGETS[name]:
                     if args.file and target.path not in args.file:
