@@ -151,13 +151,14 @@ def test_loudness_is_bs1770_where_defined_and_the_plain_formula_for_short_or_sil
     torch.testing.assert_close(loudness(short, 16000), -0.691 + 10 * torch.log10(short.pow(2).mean(-1) + 1e-10))
     long = torch.stack([tone(1.0, 0.5), tone(1.0, 0.05)])
     torch.testing.assert_close(loudness(long, 16000), AF.loudness(long.unsqueeze(-2), 16000))
+    block = torch.stack([tone(0.4, 0.5)])  # exactly one 400 ms block: gated already
+    torch.testing.assert_close(loudness(block, 16000), AF.loudness(block.unsqueeze(-2), 16000))
     silent = torch.zeros(2, 16000)
     torch.testing.assert_close(loudness(silent, 16000), torch.full((2,), -0.691 - 100.0))
-    mixed = torch.stack([tone(1.0, 0.5), torch.zeros(16000)]).requires_grad_()
+    mixed = torch.stack([tone(1.0, 0.5), torch.zeros(16000), tone(1.0, 0.05)]).requires_grad_()
     level = loudness(mixed, 16000)
-    torch.testing.assert_close(
-        level, torch.stack([AF.loudness(long[:1].unsqueeze(-2), 16000)[0], torch.tensor(-100.691)])
-    )
+    gated = AF.loudness(long.unsqueeze(-2), 16000)  # each finite row measured on its own
+    torch.testing.assert_close(level, torch.stack([gated[0], torch.tensor(-100.691), gated[1]]))
     level.sum().backward()
     assert torch.isfinite(mixed.grad).all() and mixed.grad[0].abs().sum() > 0  # no NaN from the silent row
 
