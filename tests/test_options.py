@@ -27,31 +27,36 @@ def lr_after(schedule, optimizer, steps: int) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-def fresh(sched: str, lr: float = 1.0):
+def fresh(sched: str, lr: float = 1.0, steps: int = STEPS):
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
-    return optimizer, build_schedule(compose_cfg(f"sched={sched}").sched, optimizer, STEPS, "max")
+    return optimizer, build_schedule(compose_cfg(f"sched={sched}").sched, optimizer, steps, "max")
 
 
-@pytest.mark.parametrize("step", [0, 2, 4, 5, 30, 52, 99, 100])
-def test_cosine_follows_its_formula(step):
+# warm-up steps (odd and even), the decay, the end and past it; runs shorter than one
+# warm-up step (10 steps: warm-up 0.5 steps, taken as 1) and than the decay (1 step)
+@pytest.mark.parametrize(
+    "total,step", [(STEPS, s) for s in (0, 1, 2, 3, 4, 5, 30, 52, 99, 100, 120)] + [(10, 0), (10, 1), (10, 5), (1, 2)]
+)
+def test_cosine_follows_its_formula(total, step):
     cfg = compose_cfg("sched=cosine").sched
-    warm = max(1, int(cfg.warmup * STEPS))
+    warm = max(1, int(cfg.warmup * total))
     if step < warm:
         expected = (step + 1) / warm
     else:
-        progress = min(1.0, (step - warm) / (STEPS - warm))
+        progress = min(1.0, (step - warm) / max(1, total - warm))
         expected = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    optimizer, schedule = fresh("cosine")
+    optimizer, schedule = fresh("cosine", steps=total)
     assert lr_after(schedule, optimizer, step) == pytest.approx(expected, rel=1e-9)
 
 
-def test_one_cycle_starts_low_peaks_at_the_optimizer_lr_and_ends_near_zero():
+@pytest.mark.parametrize("total", [STEPS, STEPS + 1])
+def test_one_cycle_starts_low_peaks_at_the_optimizer_lr_and_ends_near_zero(total):
     cfg = compose_cfg("sched=onecycle").sched
-    optimizer, schedule = fresh("onecycle", lr=0.3)
-    seen = [optimizer.param_groups[0]["lr"]] + [lr_after(schedule, optimizer, 1) for _ in range(STEPS)]
+    optimizer, schedule = fresh("onecycle", lr=0.3, steps=total)
+    seen = [optimizer.param_groups[0]["lr"]] + [lr_after(schedule, optimizer, 1) for _ in range(total)]
     assert seen[0] == pytest.approx(0.3 / cfg.div_factor)
     peak = max(seen)
-    assert peak == pytest.approx(0.3, rel=1e-3) and abs(seen.index(peak) - cfg.pct_start * (STEPS + 1)) <= 1
+    assert peak == pytest.approx(0.3, rel=1e-3) and abs(seen.index(peak) - cfg.pct_start * (total + 1)) <= 1
     assert seen[-1] < 0.3 / cfg.div_factor / 100  # annealed towards initial / final_div_factor
 
 
