@@ -79,7 +79,10 @@ TARGETS = {
     ],
     "train_step": [
         Target("trainer/loop/engine.py", ["tests/test_perf.py::test_accumulation_matches_one_big_batch",
-                                          "tests/test_golden.py"], ["train_step"]),
+                                          "tests/test_golden.py",
+                                          "tests/test_perf.py::test_fp16_skipped_step_does_not_advance_the_schedule",
+                                          "tests/test_diagnostics.py::test_training_run_logs_terms_layers_ratios_and_histograms"],
+               ["train_step"]),
     ],
     "enhance": [
         Target("trainer/inference/enhance.py", ["tests/test_enhance.py::test_crossfades_sum_to_one_so_a_linear_model_is_chunked_exactly",
