@@ -75,7 +75,10 @@ TARGETS = {
         Target("trainer/checkpoint.py", ["tests/test_loop_components.py::test_the_checkpointer_is_due_every_n_steps_except_at_an_epoch_end",
                                          "tests/test_loop_components.py::test_the_checkpointer_writes_last_and_best_only_where_it_writes",
                                          "tests/test_reliability.py::test_hostile_truncated_and_foreign_checkpoints_are_refused",
-                                         "tests/test_reliability.py::test_exact_resume_needs_every_restored_piece"]),
+                                         "tests/test_reliability.py::test_exact_resume_needs_every_restored_piece",
+                                         "tests/test_reliability.py::test_only_this_trainers_format_with_weights_loads_and_the_refusal_says_why",
+                                         "tests/test_reliability.py::test_a_config_change_is_listed_key_by_key_except_what_a_resume_may_change",
+                                         "tests/test_reliability.py::test_optimizer_or_schedule_state_of_another_shape_is_refused_by_name"]),
     ],
     "train_step": [
         Target("trainer/loop/engine.py", ["tests/test_perf.py::test_accumulation_matches_one_big_batch",
@@ -157,7 +160,10 @@ def mutants_of(target: Target, work: Path) -> list[Mutant]:
             (m,) = item.mutations
             if keep is not None and m.start_pos[0] not in keep or in_annotation(m.start_pos, spans):
                 continue
-            code = mutate_code(source, get_operator(m.operator_name)(**(m.operator_args or {})), m.occurrence)
+            try:
+                code = mutate_code(source, get_operator(m.operator_name)(**(m.operator_args or {})), m.occurrence)
+            except AttributeError:  # cosmic-ray 8.x cannot rewrite `except (A, B)`'s names: no mutant
+                continue
             if code is None or code == source:
                 continue
             lines = difflib.unified_diff(source.splitlines(True), code.splitlines(True), n=0)

@@ -280,3 +280,54 @@ def test_one_failing_job_does_not_take_the_multirun_down(tmp_path):
         assert (sweep / ok / "checkpoints" / "best.pt").is_file()
     assert "multirun summary: 3 jobs, 2 fine, 1 failed" in proc.stderr
     assert "fails on purpose" in proc.stderr.split("multirun summary")[1]
+
+
+def test_only_this_trainers_format_with_weights_loads_and_the_refusal_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAYLOAD_MARK", str(tmp_path / "code-ran"))
+
+    def saved(name, obj):
+        torch.save(obj, tmp_path / name)
+        return tmp_path / name
+
+    assert load(saved("ok.pt", {"format": 1, "model": {}})) == {"format": 1, "model": {}}
+    foreign = [("list.pt", [1, 2]), ("old.pt", {"format": 0, "model": {}}), ("new.pt", {"format": 2, "model": {}}),
+               ("empty.pt", {"format": 1})]  # fmt: skip
+    for name, obj in foreign:
+        with pytest.raises(CheckpointError, match=f"{name} is not a checkpoint written by this trainer"):
+            load(saved(name, obj))
+    with pytest.raises(CheckpointError) as refused:  # torch's reason, its first line only
+        load(saved("hostile.pt", {"format": 1, "model": Payload()}))
+    assert "Weights only load failed" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_config_change_is_listed_key_by_key_except_what_a_resume_may_change():
+    from trainer.checkpoint import config_differences
+
+    saved = {"a": 1, "gone": 1, "outputs": "x", "trainer": {"epochs": 2, "lr": 1, "seed": 0}, "x": {"y": 1}}
+    current = {"a": 2, "new": 2, "outputs": "y", "trainer": {"epochs": 9, "lr": 1, "seed": 1}, "x": 5}
+    assert config_differences(saved, current) == [
+        "a: 1 -> 2", "gone: 1 -> '<missing>'", "new: '<missing>' -> 2", "trainer.seed: 0 -> 1", "x: {'y': 1} -> 5",
+    ]  # fmt: skip
+    assert config_differences(saved, saved) == []
+
+    def refusal(n):  # the message shows five differences, then "..."
+        with pytest.raises(CheckpointError) as err:
+            restore({"config": {f"k{i}": 0 for i in range(n)}}, tmp := "ck.pt", None, None, None, None, {})
+        assert tmp in str(err.value)
+        return str(err.value)
+
+    assert refusal(4).count("-> '<missing>'") == 4 and "; ..." not in refusal(4)
+    assert refusal(5).count("-> '<missing>'") == 5 and "; ..." not in refusal(5)
+    assert refusal(6).count("-> '<missing>'") == 5 and "; ...)" in refusal(6)
+
+
+def test_optimizer_or_schedule_state_of_another_shape_is_refused_by_name():
+    parts = assemble(tiny())
+    from trainer.checkpoint import snapshot
+
+    net, optim = parts.network.raw, parts.optim
+    good = snapshot(net, optim.optimizer, optim.schedule, None, RunState(), parts.config)
+    for broken in ({**good, "optimizer": {"state": {}, "param_groups": []}},  # ValueError: groups
+                   {**good, "optimizer": {"state": {}}}):  # KeyError: no param_groups  # fmt: skip
+        with pytest.raises(CheckpointError, match="ck.pt: optimizer/schedule state does not fit this config"):
+            restore(broken, "ck.pt", net, optim.optimizer, optim.schedule, None, parts.config)

@@ -69,10 +69,10 @@ def without(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def job_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved job config (without the `hydra` node) as plain data."""
+def job_config(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """The job config (without the `hydra` node) as plain data, resolved or as written."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
-    return OmegaConf.to_container(job, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(job, resolve=resolve, enum_to_str=True)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,7 @@ def shorten(alias: str, hash_: str) -> str:
 def of(cfg: DictConfig, alias: str) -> Experiment:
     """The identity of a job config (Hydra's, or a composed one); a long `alias` is
     shortened (`shorten`)."""
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
-    config = OmegaConf.to_container(job, resolve=True, enum_to_str=True)
-    raw = OmegaConf.to_container(job, resolve=False, enum_to_str=True)
+    config, raw = job_config(cfg), job_config(cfg, resolve=False)
     core = without(config, RESULT_NEUTRAL)
     hash_ = digest(core)
     return Experiment(
