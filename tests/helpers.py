@@ -3,6 +3,8 @@ small helpers the tests share."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -35,7 +37,8 @@ class Boom(nn.Module):
 
 
 class Flaky(nn.Module):
-    """The LSTM enhancer, or a job that crashes (`mode=raise`) or diverges (`mode=diverge`)."""
+    """The LSTM enhancer, or a job that crashes (`mode=raise`), diverges (`mode=diverge`) or
+    is killed outright, as the kernel kills a process out of memory (`mode=killed`)."""
 
     def __init__(self, mode: str = "ok", **lstm_args):
         super().__init__()
@@ -47,6 +50,8 @@ class Flaky(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "raise":
             raise RuntimeError("flaky: this trial crashes on purpose")
+        if self.mode == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
         out = self.inner(x)
         return out * float("nan") if self.mode == "diverge" else out
 

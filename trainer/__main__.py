@@ -27,8 +27,31 @@ def main(cfg: DictConfig) -> float:
     return job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), naming.alias(cfg, hc), command)
 
 
+def dry_run(argv: list[str]) -> bool:
+    """`python -m trainer <overrides> dry_run=true` without -m: print what the run would do
+    (new, done, resume, ...; its folder) and create nothing (Hydra would make the run
+    folder before the job starts). Sweeps and searches print their own plan (their
+    sweeper). False when this is not a single run's dry run."""
+    args = argv[1:]
+    if not any(a.lower() in ("dry_run=true", "+dry_run=true") for a in args) or {"-m", "--multirun"} & set(args):
+        return False
+    from trainer.experiments.manifest import shown
+    from trainer.experiments.plan import plan_for
+    from trainer.launch.startup import compose
+
+    cfg = compose([a for a in args if not a.startswith("-")], hydra_node=True)
+    if str(cfg.hydra.mode) == "RunMode.MULTIRUN":  # a +sweep or +search preset: its sweeper plans
+        return False
+    p = plan_for(cfg, str(Path(str(cfg.outputs)) / "runs"))
+    print(f"dry run: {p.action} {p.experiment.short}  {p.experiment.alias}  {shown(p.run_dir)}")
+    return True
+
+
 if __name__ == "__main__":
     import os
+
+    if dry_run(sys.argv):
+        sys.exit(0)
 
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
         from trainer import distributed

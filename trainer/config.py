@@ -196,6 +196,9 @@ class Config:
     # A relaunched sweep skips experiments that failed or diverged; true runs them again,
     # each in a fresh folder (trainer/experiments/plan.py).
     retry_failed: bool = False
+    # A sweep or search prints what it would do with each job (new, done, resume, ...; the
+    # slot it would get) and launches nothing.
+    dry_run: bool = False
 
 
 _INSTANTIATE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -212,6 +215,7 @@ GROUPS = (*COMPONENT_GROUPS, "precision", "compile")
 # They are also left out of an experiment's identity (trainer/identity.py).
 RESULT_NEUTRAL = (
     "resume", "trainer.device", "trainer.num_workers", "trainer.progress", "data.cache_dir", "outputs", "retry_failed",
+    "dry_run",
 )  # fmt: skip
 
 

@@ -128,7 +128,25 @@ def collect(run_dir: Path | None = None, command: list[str] | None = None, root:
         "cpu": cpu(),
         "gpus": gpus(),
         "versions": versions(),
+        "slot": slot(),
     }
+
+
+def slot() -> dict[str, Any] | None:
+    """The slot of `hydra/launcher=slots` this job ran on (name, device, its
+    CUDA_VISIBLE_DEVICES, threads), and what the job itself saw of them; None under
+    another launcher."""
+    value = os.environ.get("TRAINER_SLOT")
+    if not value:
+        return None
+    import torch
+
+    try:
+        given = json.loads(value)
+    except ValueError:
+        given = {"unreadable": value}
+    seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {**given, "seen_cuda_visible": seen, "seen_threads": torch.get_num_threads()}
 
 
 def code_version(provenance: dict[str, Any] | None) -> str | None:

@@ -8,6 +8,12 @@ whatever the launcher (basic, joblib, submitit), because the jobs it skips never
 it. Jobs that are one experiment spelled twice run once. The plan is printed, and
 written to `<sweep dir>/sweep.json` before anything runs, so the sweep's report and the
 end-of-sweep summary list reused runs beside new ones.
+
+Beyond the full product (_grid.py): `hydra.sweeper.zip` steps lists together and
+`hydra.sweeper.exclude` leaves combinations out. `dry_run=true` prints the plan (and the
+slot each launched job would get under `hydra/launcher=slots`) and launches nothing. A
+failed job does not stop the others; the sweep ends with an error that lists every
+failed job.
 """
 
 # No `from __future__ import annotations`: Hydra executes plugin modules before registering
@@ -21,6 +27,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,8 @@ class ExperimentSweeperConf:
     _target_: str = "hydra_plugins.trainer_experiment_sweeper.ExperimentSweeper"
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
+    zip: Optional[List[Any]] = None  # lists of keys whose values step together
+    exclude: Optional[List[Any]] = None  # rules: {key: value, ...}; a job matching one is left out
 
 
 ConfigStore.instance().store(
@@ -39,6 +49,11 @@ ConfigStore.instance().store(
 
 
 class ExperimentSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None, zip=None, exclude=None):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.zip = OmegaConf.to_container(zip) if OmegaConf.is_config(zip) else zip
+        self.exclude = OmegaConf.to_container(exclude) if OmegaConf.is_config(exclude) else exclude
+
     def _plan(self, overrides: List[str], index):
         from trainer.experiments.plan import plan_for
 
@@ -53,14 +68,18 @@ class ExperimentSweeper(BasicSweeper):
                 hydra_config.set_config(before)
 
     def sweep(self, arguments: List[str]) -> Any:
+        from hydra_plugins.trainer_experiment_sweeper._grid import batches, expand
+
         from trainer.experiments.index import RunsIndex
         from trainer.experiments.manifest import report_plan, write_manifest
 
         params_conf = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(parser.parse_overrides(params_conf), self.max_batch_size)
+        jobs = expand(parser.parse_overrides(params_conf), self.zip, self.exclude)
+        self.overrides = batches(jobs, self.max_batch_size)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        plans, returns, seen, job_idx = [], [], {}, 0
+        dry_run = bool(self.config.get("dry_run", False))
+        plans, returns, seen, job_idx, failed = [], [], {}, 0, []
         outputs = Path(str(self.config.outputs))
         while not self.is_done():
             batch = []
@@ -77,6 +96,10 @@ class ExperimentSweeper(BasicSweeper):
             if index is not None:
                 index.close()
             plans += [plan for plan, _ in batch]
+            if dry_run:
+                print_dry_run(sweep_dir, [plan for plan, _ in batch], self.launcher, job_idx)
+                job_idx += sum(plan.launched for plan, _ in batch)
+                continue
             if not sweep_dir.is_dir():  # only now: a sweep refused while planning leaves no folder behind
                 sweep_dir.mkdir(parents=True)
                 OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -85,8 +108,32 @@ class ExperimentSweeper(BasicSweeper):
             launch = [overrides for plan, overrides in batch if plan.launched]
             if launch:
                 results = self.launcher.launch(launch, initial_job_idx=job_idx)
-                for r in results:
-                    _ = r.return_value  # as the basic sweeper: a failed job's exception ends the sweep here
+                aliases = [plan.experiment.alias for plan, _ in batch if plan.launched]
+                failed += [(alias, r) for alias, r in zip(aliases, results) if r.status == JobStatus.FAILED]
                 job_idx += len(launch)
                 returns.append(results)
+        if failed:  # after every job had its chance: one failure does not cost the others
+            for alias, r in failed:
+                log.error("failed: %s: %s", alias, r._return_value)
+            summary = "; ".join(f"{alias} ({type(r._return_value).__name__}: {r._return_value})" for alias, r in failed)
+            raise HydraException(f"{len(failed)} of {job_idx} launched job(s) failed: {summary}")
         return returns
+
+
+def print_dry_run(sweep_dir: Path, plans: List[Any], launcher: Any, first_idx: int) -> None:
+    """The plan of every job, and where each launched one would run; nothing is created."""
+    from trainer.experiments.manifest import shown
+
+    slots = [s.name for s in getattr(launcher, "slots", [])]
+    print(f"dry run: sweep {sweep_dir} would launch {sum(p.launched for p in plans)} of {len(plans)} experiment(s)")
+    width = max((len(p.experiment.alias) for p in plans), default=0)
+    launched = 0
+    for p in plans:
+        if not p.launched:
+            where = "-"
+        elif slots:
+            where = slots[launched] if launched < len(slots) else "next free slot"
+        else:
+            where = type(launcher).__name__
+        launched += p.launched
+        print(f"  {p.action:8s} {p.experiment.short}  {p.experiment.alias:{width}s}  {where:14s}  {shown(p.run_dir)}")

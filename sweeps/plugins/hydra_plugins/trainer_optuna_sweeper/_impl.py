@@ -283,24 +283,13 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                 log.info("the grid has %d points: n_trials %d -> %d", size, self.n_trials, size)
                 self.n_trials = size
         directions = self._get_directions()
+        if self.config.get("dry_run", False):
+            self._dry_run(Path(str(self.config.hydra.sweep.dir)))
+            return
         storage, study = self._open_study(directions)
         check_search_space(study, distributions)
         self._fail_stale(study, storage)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        # resolved, for `python -m sweeps.report <sweep dir>` and for people
-        OmegaConf.save(
-            OmegaConf.create(
-                {
-                    "storage": str(self.storage),
-                    "study_name": study.study_name,
-                    "n_trials": self.n_trials,
-                    "directions": directions,
-                }
-            ),
-            sweep_dir / "study.yaml",
-        )
         done = sum(counted(t) for t in study.get_trials(deepcopy=False))
         if done:
             self.sampler.reseed_rng()  # a resumed sampler must not replay the first invocation's draws
@@ -316,39 +305,123 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
             self.heartbeat_interval,
             self.grace_period,
         )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        # resolved, for `python -m sweeps.report <sweep dir>` and for people
+        OmegaConf.save(
+            OmegaConf.create(
+                {
+                    "storage": str(self.storage),
+                    "study_name": study.study_name,
+                    "n_trials": self.n_trials,
+                    "directions": directions,
+                }
+            ),
+            sweep_dir / "study.yaml",
+        )
+        if hasattr(self.launcher, "submit"):  # hydra/launcher=slots: no batch barrier
+            self._sweep_as_slots_free(study, storage, distributions, fixed, len(directions))
+        else:
+            self._sweep_in_batches(study, storage, distributions, fixed, len(directions))
+        self._save_results(study, directions)
+
+    def _next(self, study, distributions, fixed) -> Optional[tuple]:
+        """A new trial and its job's overrides, or None when the budget is spent."""
+        start = time.perf_counter()
+        trial = self._ask(study, distributions, fixed)
+        if trial is None:
+            return None
+        # the search's own cost for this trial (sampling, storage), beside the job's
+        compat.set_system_attr(study, compat.trial_id(trial), "sampler_seconds", time.perf_counter() - start)
+        # which worker ran it: several sweepers may share one study
+        compat.set_system_attr(study, compat.trial_id(trial), "worker", WORKER)
+        overrides = tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()) + tuple(self._link(study, trial))
+        return trial, overrides
+
+    def _check_failures(self, failures: int) -> None:
+        if failures > self.max_failure_rate * self.n_trials:
+            raise RuntimeError(
+                f"{failures} failed trials in this sweep, more than max_failure_rate={self.max_failure_rate} "
+                f"x n_trials={self.n_trials}; the study keeps them (see their 'reason' user attribute)"
+            )
+
+    def _sweep_in_batches(self, study, storage, distributions, fixed, n_directions: int) -> None:
+        """n_jobs trials at a time; the next batch starts when the whole batch has ended."""
         failures = 0
         while True:
             slots = min(self.n_jobs, self.n_trials - self._in_budget(study))
             if slots <= 0:
                 break
-            trials = []
-            for _ in range(slots):
-                start = time.perf_counter()
-                trial = self._ask(study, distributions, fixed)
-                if trial is not None:
-                    trials.append(trial)
-                    # the search's own cost for this trial (sampling, storage), beside the job's
-                    compat.set_system_attr(
-                        study, compat.trial_id(trial), "sampler_seconds", time.perf_counter() - start
-                    )
-                    # which worker ran it: several sweepers may share one study
-                    compat.set_system_attr(study, compat.trial_id(trial), "worker", WORKER)
-            if not trials:
+            asked = [t for t in (self._next(study, distributions, fixed) for _ in range(slots)) if t is not None]
+            if not asked:
                 break
-            overrides = [
-                tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()) + tuple(self._link(study, trial))
-                for trial in trials
-            ]
+            trials = [trial for trial, _ in asked]
             with Heartbeat(storage, [compat.trial_id(t) for t in trials], self.heartbeat_interval):
-                returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+                returns = self.launcher.launch([o for _, o in asked], initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns):
-                failures += self._tell(study, trial, ret, len(directions))
-            if failures > self.max_failure_rate * self.n_trials:
-                raise RuntimeError(
-                    f"{failures} failed trials in this sweep, more than max_failure_rate={self.max_failure_rate} "
-                    f"x n_trials={self.n_trials}; the study keeps them (see their 'reason' user attribute)"
-                )
-        self._save_results(study, directions)
+                failures += self._tell(study, trial, ret, n_directions)
+            self._check_failures(failures)
+
+    def _sweep_as_slots_free(self, study, storage, distributions, fixed, n_directions: int) -> None:
+        """Every free slot runs a trial: the next one is asked as soon as any trial ends
+        (completed, pruned or failed). The budget is counted as in batches (the study's
+        finished and running trials), so several workers on one storage stop together."""
+        failures, running, beating = 0, {}, []
+        with Heartbeat(storage, beating, self.heartbeat_interval):
+            try:
+                while True:
+                    while self.launcher.free_slots() > 0 and self.n_trials - self._in_budget(study) > 0:
+                        asked = self._next(study, distributions, fixed)
+                        if asked is None:
+                            break
+                        trial, overrides = asked
+                        left = self.n_trials - self._in_budget(study)  # trials still to come
+                        self.launcher.submit(overrides, trial.number, left)
+                        running[trial.number] = trial
+                        beating.append(compat.trial_id(trial))
+                    if not running:
+                        break
+                    for number, ret in self.launcher.wait_any():
+                        trial = running.pop(number)
+                        beating.remove(compat.trial_id(trial))
+                        failures += self._tell(study, trial, ret, n_directions)
+                    self._check_failures(failures)
+            except BaseException:
+                self.launcher.stop_all()  # no trial outlives the sweep; they are failed as stale later
+                raise
+            finally:
+                self.launcher.close()
+
+    def _dry_run(self, sweep_dir: Path) -> None:
+        """What the search would do now: the study's trials by state, how many new trials
+        it would start and on which slots. Changes nothing: no study, trial or file is
+        created, and stale trials are only counted."""
+        url = str(self.storage)
+        trials, stale = [], 0
+        exists = not url.startswith(("sqlite:///", "journal:///")) or Path(url.split(":///", 1)[1]).is_file()
+        if exists:
+            storage = open_storage(url, self.heartbeat_interval, self.grace_period)
+            try:
+                study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=None)
+                trials, stale = study.get_trials(deepcopy=False), len(compat.stale_trial_ids(storage, study))
+            except KeyError:
+                exists = False
+        by_state: dict[str, int] = {}
+        for t in trials:
+            key = "failed, not counted" if t.state == TrialState.FAIL and not counted(t) else t.state.name.lower()
+            by_state[key] = by_state.get(key, 0) + 1
+        in_budget = sum(counted(t) for t in trials) + sum(t.state == TrialState.RUNNING for t in trials) - stale
+        left = max(0, self.n_trials - in_budget)
+        slots = [s.name for s in getattr(self.launcher, "slots", [])]
+        print(f"dry run: study {self.study_name!r} in {url}{'' if exists else ' (new)'}, sweep {sweep_dir}")
+        print(f"  trials so far: {', '.join(f'{n} {k}' for k, n in sorted(by_state.items())) or 'none'}")
+        if stale:
+            print(f"  {stale} running trial(s) without a heartbeat: failed as stale at the start, not counted")
+        print(f"  budget: {self.n_trials} counted trials; {left} new trial(s) would be started")
+        if slots and left:
+            print(f"  {min(left, len(slots))} at once on slots {', '.join(slots)}, the next as each ends")
+        elif left:
+            print(f"  in batches of {min(left, self.n_jobs)} ({type(self.launcher).__name__})")
 
     def _save_results(self, study: optuna.Study, directions: list[str]) -> None:
         finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
