@@ -115,20 +115,29 @@ def test_accumulation_matches_one_big_batch():
         before = [p.detach().clone() for p in parts.network.raw.parameters()]
         parts.feed.sampler.set_position(0, 0)
         it = iter(parts.feed.train_loader)
-        train_step(parts, [next(it) for _ in range(accum)], None)
-        return [p.detach() - b for p, b in zip(parts.network.raw.parameters(), before)]
+        out = train_step(parts, [next(it) for _ in range(accum)], None)
+        return [p.detach() - b for p, b in zip(parts.network.raw.parameters(), before)], out
 
-    one, four = update(8, 1), update(2, 4)
+    (one, out1), (four, out4) = update(8, 1), update(2, 4)
     assert sum(float(d.abs().sum()) for d in one) > 0  # the step moved the weights
     for a, b in zip(one, four):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-8)
+    # what the step reports: the mean loss and terms of the whole batch, and its gradient norm
+    torch.testing.assert_close(out4.loss, out1.loss, rtol=1e-4, atol=0)
+    assert set(out4.terms) == set(out1.terms) and len(out1.terms) >= 1
+    for name in out1.terms:
+        torch.testing.assert_close(out4.terms[name], out1.terms[name], rtol=1e-4, atol=0)
+    torch.testing.assert_close(out4.grad_norm, out1.grad_norm, rtol=1e-3, atol=0)
     # and both are -lr times the gradient of the batch's mean loss, taken here by hand (a loss
     # scaled the same wrong way on both paths would pass the comparison above)
     cfg = compose_cfg(*TINY, "trainer.batch_size=8")
     parts = assemble(cfg)
     parts.feed.sampler.set_position(0, 0)
     inputs, target = parts.task.pair(next(iter(parts.feed.train_loader)))
-    total, _ = parts.optim.loss(parts.network.raw(inputs), target)
+    total, terms = parts.optim.loss(parts.network.raw(inputs), target)
+    torch.testing.assert_close(out1.loss, total.detach(), rtol=1e-5, atol=0)
+    for name, value in terms.items():
+        torch.testing.assert_close(out4.terms[name], value.detach(), rtol=1e-4, atol=0)
     grads = torch.autograd.grad(total, list(parts.network.raw.parameters()))
     lr = compose_cfg("optim=sgd").optim.lr
     for a, g in zip(one, grads):
