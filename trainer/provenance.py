@@ -8,6 +8,7 @@ beside the run as `git.diff`, so a row of a report can always be traced to its c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -22,6 +23,7 @@ log = logging.getLogger("trainer")
 
 ROOT = Path(__file__).resolve().parents[1]
 DIFF = "git.diff"
+SNAPSHOT = "SNAPSHOT.json"  # in a code snapshot: the git state of the checkout it was taken from
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -34,6 +36,11 @@ def _git(root: Path, *args: str) -> str | None:
 
 def git_state(root: Path = ROOT) -> dict[str, Any]:
     """commit, dirty, and the diff text (None when clean or not a git checkout)."""
+    if (root / SNAPSHOT).is_file():  # a copy of a checkout (hydra/launcher=slurm's), maybe inside one
+        snap = json.loads((root / SNAPSHOT).read_text())
+        diff = root / DIFF
+        return {"commit": snap["commit"], "dirty": snap["dirty"], "diff": diff.read_text() if diff.is_file() else None,
+                "snapshot": snap["hash"]}  # fmt: skip
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "diff": None}

@@ -69,20 +69,23 @@ def existing(exp: Experiment, candidate: Path, outputs: Path, index: RunsIndex |
         for folder in sorted(base.iterdir()):
             if folder != candidate and (found := reusable(folder, exp)):
                 return found
-    if index is None:
-        if not outputs.is_dir():
-            return None
+    hits: list[Record] = []
+    if index is None and outputs.is_dir():
         index = RunsIndex(outputs)
         try:
             hits = index.refresh().find(exp.hash)
         finally:
             index.close()
-    else:
+    elif index is not None:
         hits = index.find(exp.hash)
-    if not hits:
-        return None
-    hits[0].path = str(outputs / hits[0].path)
-    return hits[0]
+    if hits:
+        hits[0].path = str(outputs / hits[0].path)
+        return hits[0]
+    # a failed run of `exp` in a pinned sweep dir the index does not cover: known, so that
+    # a relaunch does not train it again unless asked (retry_failed)
+    if (candidate / EXPERIMENT).is_file() and (here := read_run(candidate)).hash == exp.hash:
+        return here
+    return None
 
 
 def _inside(path: Path, root: Path) -> bool:

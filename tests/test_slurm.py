@@ -1,0 +1,135 @@
+"""`hydra/launcher=slurm` on a real scheduler: a one-node SLURM cluster on this machine
+(sweeps/slurm/local_cluster.sh, which .ci/run starts). Sweeps run to completion and are
+not run twice, a failed job alone is resubmitted, queued jobs run the code they were
+submitted with, and a machine without `sbatch` is told so before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TINY, summary_json
+
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+CLUSTER = ROOT / "sweeps" / "slurm" / "local_cluster.sh"
+# one CPU per job: the local node's cores run several at once
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
+JOB = [*TINY, "trainer.epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    if shutil.which("sbatch") is None:
+        pytest.skip("no SLURM here (no sbatch): sweeps/slurm/local_cluster.sh start, as root, starts one; .ci/run does")
+    status = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        reason = (status.stdout + status.stderr).strip().splitlines()[-1:]
+        pytest.skip(
+            f"the local SLURM cluster does not answer ({' '.join(reason)}): sweeps/slurm/local_cluster.sh start"
+        )
+
+
+def sweep(cwd: Path, *args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "trainer", "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, **kw)  # fmt: skip
+
+
+def submitted(sweep_dir: Path) -> list[str]:
+    """The SLURM job ids submitit gave this sweep's jobs that started (`<array id>_<task>`,
+    or `<id>` for a job submitted alone): each has a log of its task 0."""
+    return sorted(p.parent.name for p in (sweep_dir / ".submitit").glob("*/*_0_log.out"))
+
+
+def queued(sweep_dir: Path) -> list[str]:
+    """The job ids submitted for this sweep, started or not (`<id>_<task>` or `<id>`)."""
+    folder = sweep_dir / ".submitit"
+    names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    return sorted(n for n in names if "_" in n or not any(m.startswith(f"{n}_") for m in names))
+
+
+def test_without_sbatch_the_launcher_says_so_before_writing_anything(tmp_path):
+    bare = {"PATH": str(Path(sys.executable).parent)}  # python, and no SLURM client
+    proc = sweep(ROOT, *SLURM, *JOB, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep",
+                 f"outputs={tmp_path}/out", env=bare)  # fmt: skip
+    assert proc.returncode != 0
+    assert "hydra/launcher=slurm: no `sbatch` on this machine's PATH" in proc.stderr
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slurm
+def test_a_sweep_runs_on_slurm_is_not_run_twice_and_only_the_failed_job_is_resubmitted(tmp_path, cluster):
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, *JOB, "model._target_=tests.helpers.FailsAtWidth", "model.hidden=4,5,6",
+            f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    first = sweep(ROOT, *args)
+    assert first.returncode != 0 and "1 of 3 launched job(s) failed: model.hidden=5" in first.stderr
+    assert len(submitted(sweep_dir)) == 3
+    for width, status in ((4, "completed"), (5, "failed"), (6, "completed")):
+        assert summary_json(sweep_dir / f"model.hidden={width}")["status"] == status
+    again = sweep(ROOT, *args)  # nothing new: the finished ones are done, the failed one stays failed
+    assert "1 of" not in again.stderr and len(submitted(sweep_dir)) == 3
+    retry = sweep(ROOT, *args, "retry_failed=true")  # only the failed one goes to SLURM again
+    assert "1 of 1 launched job(s) failed: model.hidden=5" in retry.stderr
+    assert len(submitted(sweep_dir)) == 4
+
+
+def copy_of_the_repository(dest: Path) -> Path:
+    """The project as a git repository of its own (tracked and new files), to edit freely."""
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, text=True, check=True).stdout.split("\0")  # fmt: skip
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(["git", "-C", str(dest), *cmd], check=True, capture_output=True)
+    return dest
+
+
+def squeue_state(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "")
+
+
+@pytest.mark.slurm
+def test_a_queued_job_runs_the_code_and_config_it_was_submitted_with(tmp_path, cluster):
+    repo = copy_of_the_repository(tmp_path / "repo")
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, "+hydra.launcher.additional_parameters.hold=true", *JOB, "trainer.seed=7",
+            f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not queued(sweep_dir):
+            time.sleep(0.5)
+        (job,) = queued(sweep_dir)
+        assert squeue_state(job) == "PENDING"  # held in the queue
+        # meanwhile the working tree changes: code that would crash, a different default
+        with open(repo / "trainer" / "experiments" / "job.py", "a") as f:
+            f.write('\nraise RuntimeError("edited after submission")\n')
+        optim = repo / "conf" / "optim" / "adamw.yaml"
+        optim.write_text(optim.read_text().replace("lr: ", "lr: 0.123 # was ", 1))
+        subprocess.run(["scontrol", "release", job.split("_")[0]], check=True)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    summary = summary_json(sweep_dir / "default")
+    assert summary["status"] == "completed"
+    config = json.loads((sweep_dir / "default" / "experiment.json").read_text())["config"]
+    assert config["optim"]["lr"] == 4e-3  # conf/ read from the snapshot too
+    snapshot = summary["provenance"]["git"]["snapshot"]
+    (code,) = (sweep_dir / ".code").iterdir()
+    assert json.loads((code / "SNAPSHOT.json").read_text())["hash"] == snapshot
+    assert "edited after submission" not in (code / "trainer" / "experiments" / "job.py").read_text()
