@@ -137,15 +137,21 @@ def test_a_killed_or_crashed_job_frees_its_slot_the_others_finish_and_the_exit_n
     assert {e[2] for e in started_and_ended(sweep).values()} <= {"cpu#0", "cpu#1"}
 
 
-def children_of(pid: int) -> list[int]:
-    out = []
+def descendants_of(pid: int) -> list[int]:
+    """Every process below `pid`: the slots' job servers and the jobs they forked."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError):
             continue
-    return out
+    found, frontier = [], [pid]
+    while frontier:
+        below = [p for p, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
 
 
 def test_sigterm_stops_every_job_resumably_and_leaves_no_process(tmp_path):
@@ -158,8 +164,8 @@ def test_sigterm_stops_every_job_resumably_and_leaves_no_process(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(sweep.glob("optim=*/checkpoints/last.pt"))) < 2:  # both slots training
         time.sleep(0.5)
-    processes = children_of(sweeper.pid)  # the two jobs and the third's, started ahead
-    assert len(processes) == 3, sweeper.poll()
+    processes = descendants_of(sweeper.pid)  # two slots' job servers and their jobs
+    assert len(processes) == 4, sweeper.poll()
     sweeper.send_signal(signal.SIGTERM)
     out, _ = sweeper.communicate(timeout=120)
     assert sweeper.returncode == 128 + signal.SIGTERM, out[-3000:]

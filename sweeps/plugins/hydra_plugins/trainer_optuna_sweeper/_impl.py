@@ -375,8 +375,7 @@ class ResilientSweeperImpl(OptunaSweeperImpl):
                         if asked is None:
                             break
                         trial, overrides = asked
-                        left = self.n_trials - self._in_budget(study)  # trials still to come
-                        self.launcher.submit(overrides, trial.number, left)
+                        self.launcher.submit(overrides, trial.number)
                         running[trial.number] = trial
                         beating.append(compat.trial_id(trial))
                     if not running:

@@ -1,5 +1,7 @@
-"""`hydra/launcher=slots`: every job a local subprocess on a pool of slots; a slot freed
-by a job that ends (completed, failed, pruned, killed) goes to the next job at once.
+"""`hydra/launcher=slots`: every job a local process of its own on a pool of slots; a
+slot freed by a job that ends (completed, failed, pruned, killed) goes to the next job at
+once. Each slot's job server (_job.py) imports torch and the trainer once and forks the
+slot's jobs, so a job does not pay Python's imports again.
 
 Slots: one per visible GPU by default (`jobs_per_gpu: k` puts k jobs on each), or, on a
 machine without one, CPU slots that share the cores between them (`cpu_slots`, `threads`);
@@ -32,8 +34,8 @@ class SlotsLauncherConf:
     cpu_slots: Optional[int] = None  # without a GPU: jobs at once (default: cores / threads)
     threads: Optional[int] = None  # per job (default: the cores shared out between the slots)
     grace_s: float = 120.0  # after SIGTERM, how long a job may take to write `last`
-    # imported by each job's process before its job arrives (while the slot's previous job
-    # runs), so that a freed slot starts training at once; [] starts every job cold
+    # imported once per slot by its job server, which forks each job from there: a job
+    # starts training at once instead of after seconds of imports
     preload: List[str] = field(default_factory=lambda: ["torch", "trainer.experiments.job"])
 
 
@@ -64,10 +66,8 @@ class SlotsLauncher(Launcher):
     def free_slots(self) -> int:
         return self.pool.free_slots()
 
-    def submit(self, overrides: Sequence[str], idx: int, more: int = 0) -> None:
-        """Start a job on a free slot; `more`: how many jobs are still to come (processes
-        for them start ahead, while this one runs)."""
-        self.pool.submit(overrides, idx, more)
+    def submit(self, overrides: Sequence[str], idx: int) -> None:
+        self.pool.submit(overrides, idx)
 
     def wait_any(self) -> list:
         """[(job index, JobReturn)] of the jobs that ended (at least one)."""
@@ -77,5 +77,5 @@ class SlotsLauncher(Launcher):
         self.pool.stop_all()
 
     def close(self) -> None:
-        """No more jobs: end the processes started ahead for them."""
+        """No more jobs: end the slots' job servers."""
         self.pool.close()

@@ -1,12 +1,18 @@
-"""One job of `hydra/launcher=slots`, in its own process:
+"""A slot's job server for `hydra/launcher=slots`, one process per slot:
 
     python -m hydra_plugins.trainer_slots_launcher._job <sweep pid> [module to preload ...]
 
-The process imports the modules to preload, then reads one line from stdin: its job file,
-result file and log file, tab-separated (the pool starts it ahead of its job, so that the
-imports overlap the slot's current job; EOF: no job came, it exits). The job file holds
-what Hydra's `run_job` needs (pickled by the pool, as the joblib and submitit launchers
-do); the JobReturn is written to the result file, atomically.
+It imports the modules to preload once (torch, the trainer: seconds of CPU), then serves
+the slot's jobs one after another: for each line on stdin (job file, result file, log
+file, tab-separated) it forks a job process, which starts with everything imported, and
+answers `started <pid>`, then `exited <pid> <code>` when the job ends (a negative code:
+the signal that ended it). EOF on stdin: no more jobs, it exits. A forked job is still a
+process of its own (its own session, log and memory: a crash or an out-of-memory kill
+takes down one job), as a fresh `python` would be, without paying the imports again.
+
+The job file holds what Hydra's `run_job` needs (pickled by the pool, as the joblib and
+submitit launchers do); the JobReturn is written to the result file, atomically. The
+server never initialises CUDA, so each forked job does so itself, on its own device.
 """
 
 import ctypes
@@ -14,17 +20,18 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 
 def die_with(parent: int) -> None:
-    """SIGTERM this job if the sweep dies (Linux); the job then writes `last` and stops."""
+    """SIGTERM this process if its parent dies (Linux); a job then writes `last` and stops."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:  # the sweep died before the line above
-        sys.exit(128 + signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(128 + signal.SIGTERM)
 
 
 def main(parent: int, preload: list) -> None:
@@ -34,15 +41,41 @@ def main(parent: int, preload: list) -> None:
             importlib.import_module(name)
         except Exception as err:  # the job imports what it needs itself, and fails there if it must
             print(f"slots: preloading {name} failed ({type(err).__name__}: {err})", file=sys.stderr)
-    line = sys.stdin.readline()
-    if not line.strip():
-        return
-    job, result, log = line.rstrip("\n").split("\t")
+    server = os.getpid()
+    for line in iter(sys.stdin.readline, ""):  # one job at a time: the slot has one
+        job, result, log = line.rstrip("\n").split("\t")
+        pid = os.fork()
+        if pid == 0:
+            os._exit(job_process(server, job, result, log))
+        print(f"started {pid}", flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(f"exited {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
+def job_process(server: int, job: str, result: str, log: str) -> int:
+    """In the forked child: a session of its own (the pool signals the job's whole group),
+    output to the job's log, stdin closed; the exit code."""
+    os.setsid()
+    die_with(server)
+    null = os.open(os.devnull, os.O_RDONLY)
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
+    os.close(null)
     os.close(out)
-    run(job, result)
+    code = 0
+    try:
+        run(job, result)
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
 
 
 def run(job: str, result: str) -> None:

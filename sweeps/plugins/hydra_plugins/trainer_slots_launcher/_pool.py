@@ -5,6 +5,7 @@ import atexit
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -100,11 +101,60 @@ class Child:
     idx: int
     overrides: List[str]
     slot: int
-    process: subprocess.Popen
+    pid: int  # the job's process (and process group), forked by the slot's server
     result: Path
     log: Path
     started: float
     killed_at: Optional[float] = None
+    code: Optional[int] = None  # its exit code, once it ended
+
+
+class Server:
+    """A slot's job server (_job.py): a process that imported torch and the trainer once,
+    on the slot's device and threads, and forks one process per job."""
+
+    def __init__(self, slot: Slot, preload: Sequence[str]):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", JOB_MODULE, str(os.getpid()), *preload],
+            env={**os.environ, **slot.env()},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # the protocol; the jobs write to their logs
+            bufsize=0,  # unbuffered: `select` on the pipe then says whether a line waits
+            start_new_session=True,  # Ctrl-C reaches the sweep only, which stops the jobs in order
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def start(self, job: Path, result: Path, log_path: Path) -> int:
+        """Fork the job; its pid (blocks while the server is still importing)."""
+        self.process.stdin.write(f"{job}\t{result}\t{log_path}\n".encode())  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        words = self.process.stdout.readline().split()  # type: ignore[union-attr]
+        if words[:1] != [b"started"]:
+            raise BrokenPipeError(f"the slot's job server ended (status {self.process.wait()})")
+        return int(words[1])
+
+    def ended(self) -> Optional[int]:
+        """The running job's exit code once it ended, else None (never blocks)."""
+        if not select.select([self.process.stdout], [], [], 0)[0]:
+            return None
+        words = self.process.stdout.readline().split()  # type: ignore[union-attr]
+        if words[:1] == [b"exited"]:
+            return int(words[2])
+        return -signal.SIGKILL if self.process.poll() is None else -abs(self.process.wait() or signal.SIGKILL)
+
+    def close(self) -> None:
+        """No more jobs: EOF on its stdin ends it; SIGKILL if it does not."""
+        try:
+            self.process.stdin.close()  # type: ignore[union-attr]
+            self.process.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
 
 
 class Pool:
@@ -121,10 +171,9 @@ class Pool:
         self.previous: Dict[int, Any] = {}
         self.work: Optional[Path] = None  # the jobs' pickles, made at the first submit
         self.timeline: List[Dict[str, Any]] = []  # when each job ran on which slot
-        # A job process per slot started ahead, while the slot's job runs: it has imported
-        # `preload` (torch, the trainer) by the time the slot frees, so the next job's
-        # start costs a pipe write instead of seconds of imports.
-        self.spares: Dict[int, subprocess.Popen] = {}
+        # one job server per slot, started at its first job: it pays the imports (seconds
+        # of CPU) once, and a job starts with a fork instead of a fresh `python`
+        self.servers: Dict[int, Server] = {}
 
     # -- signals ---------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -135,7 +184,6 @@ class Pool:
                 len(self.running),
             )
         self.stopping = signum
-        self.close()
         for child in self.running.values():
             self._signal(child, signal.SIGTERM)
 
@@ -150,7 +198,7 @@ class Pool:
     @staticmethod
     def _signal(child: Child, signum: int) -> None:
         try:
-            os.killpg(child.process.pid, signum)  # the job and whatever it started (data workers)
+            os.killpg(child.pid, signum)  # the job and whatever it started (data workers)
         except ProcessLookupError:
             pass
 
@@ -158,34 +206,14 @@ class Pool:
     def free_slots(self) -> int:
         return 0 if self.stopping is not None else len(self.free)
 
-    def _spawn(self, slot_index: int) -> subprocess.Popen:
-        """A job process on the slot's device and threads that imports `preload`, then
-        waits for its job on stdin (_job.py)."""
-        return subprocess.Popen(
-            [sys.executable, "-m", JOB_MODULE, str(os.getpid()), *self.preload],
-            env={**os.environ, **self.slots[slot_index].env()},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,  # the job's output goes to its log, once it knows it
-            start_new_session=True,  # Ctrl-C reaches the sweep only, which stops the jobs in order
-        )
-
     def close(self) -> None:
-        """End the spare processes (no job will come): EOF on their stdin, then SIGKILL."""
-        spares, self.spares = list(self.spares.values()), {}
-        for process in spares:
-            try:
-                process.stdin.close()  # type: ignore[union-attr]
-                process.wait(timeout=1)
-            except (OSError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
+        """End the slots' job servers (no job will come)."""
+        servers, self.servers = list(self.servers.values()), {}
+        for server in servers:
+            server.close()
 
-    def submit(self, overrides: Sequence[str], idx: int, more: int = 0) -> None:
-        """Start job `idx` on a free slot. `more`: how many jobs are still to come; while
-        they outnumber the spare processes, this slot gets one."""
+    def submit(self, overrides: Sequence[str], idx: int) -> None:
+        """Start job `idx` on a free slot."""
         if not self.free:
             raise RuntimeError("no free slot: wait_any() first")
         slot_index = self.free.pop(0)
@@ -202,19 +230,19 @@ class Pool:
         job.write_bytes(cloudpickle.dumps(payload))
         log_path = logs / f"{idx}.log"
         self._watch_signals(True)
-        for attempt in (0, 1):  # a spare that died (killed while waiting) is replaced once
-            process = self.spares.pop(slot_index, None) if attempt == 0 else None
-            process = process if process is not None and process.poll() is None else self._spawn(slot_index)
+        for attempt in (0, 1):  # a server that died (killed between jobs) is replaced once
+            server = self.servers.get(slot_index)
+            if server is None or not server.alive():
+                server = self.servers[slot_index] = Server(slot, self.preload)
             try:
-                process.stdin.write(f"{job}\t{result}\t{log_path}\n".encode())  # type: ignore[union-attr]
-                process.stdin.close()  # type: ignore[union-attr]
+                pid = server.start(job, result, log_path)
                 break
-            except BrokenPipeError:
-                process.wait()
-        if more > len(self.spares):
-            self.spares[slot_index] = self._spawn(slot_index)
+            except (BrokenPipeError, ValueError):
+                if attempt:
+                    raise
+                self.servers.pop(slot_index).close()
         log.info("#%d on %s: %s", idx, slot.name, " ".join(filter_overrides(list(overrides))))
-        self.running[idx] = Child(idx, list(overrides), slot_index, process, result, log_path, time.time())
+        self.running[idx] = Child(idx, list(overrides), slot_index, pid, result, log_path, time.time())
 
     def _returned(self, child: Child, code: int) -> JobReturn:
         if child.result.is_file():
@@ -237,7 +265,7 @@ class Pool:
         """A line of `<sweep dir>/.slots/timeline.jsonl`: which job ran when on which slot
         (benchmarks/slots.py reads the slots' busy time from it)."""
         entry = {"job": child.idx, "slot": self.slots[child.slot].name, "start": child.started, "end": time.time(),
-                 "status": ret.status.name, "code": child.process.returncode}  # fmt: skip
+                 "status": ret.status.name, "code": child.code}  # fmt: skip
         self.timeline.append(entry)
         with open(child.log.parent / "timeline.jsonl", "a") as out:
             out.write(json.dumps(entry) + "\n")
@@ -249,7 +277,7 @@ class Pool:
         while self.running and not ended:
             time.sleep(POLL_S)
             for idx, child in list(self.running.items()):
-                code = child.process.poll()
+                code = child.code = self.servers[child.slot].ended()
                 if code is None:
                     if self.stopping is not None:
                         child.killed_at = child.killed_at or time.time()
@@ -269,25 +297,26 @@ class Pool:
         if not self.running:
             self._watch_signals(False)
             if self.stopping is not None:
+                self.close()
                 signum, self.stopping = self.stopping, None
                 raise SystemExit(128 + signum)
         return ended
 
     def stop_all(self) -> None:
         """SIGTERM every running job and wait for them (grace_s, then SIGKILL)."""
-        self.close()
         for child in self.running.values():
             self._signal(child, signal.SIGTERM)
             child.killed_at = time.time()
         deadline = time.time() + self.grace_s
         while self.running:
             for idx, child in list(self.running.items()):
-                if child.process.poll() is not None:
+                if self.servers[child.slot].ended() is not None:
                     del self.running[idx]
                     self.free.append(child.slot)
                 elif time.time() > deadline:
                     self._signal(child, signal.SIGKILL)
             time.sleep(POLL_S)
+        self.close()
         self._watch_signals(False)
 
     def run_all(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[JobReturn]:
@@ -305,7 +334,7 @@ class Pool:
             while pending or self.running:
                 while pending and self.free_slots():
                     idx, overrides = pending.pop(0)
-                    self.submit(overrides, idx, more=len(pending))
+                    self.submit(overrides, idx)
                 for idx, ret in self.wait_any():
                     returns[idx] = ret
         finally:
