@@ -133,3 +133,30 @@ def test_a_queued_job_runs_the_code_and_config_it_was_submitted_with(tmp_path, c
     (code,) = (sweep_dir / ".code").iterdir()
     assert json.loads((code / "SNAPSHOT.json").read_text())["hash"] == snapshot
     assert "edited after submission" not in (code / "trainer" / "experiments" / "job.py").read_text()
+
+
+@pytest.mark.slurm
+def test_scancel_stops_a_job_for_good_and_the_sweep_says_so(tmp_path, cluster):
+    """SIGTERM from `scancel` writes `last` and stops the run; unlike submitit's time-limit
+    signal it is not requeued (a requeue would undo the cancel)."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, *TINY, "trainer.epochs=1", "trainer.steps_per_epoch=100000", "trainer.checkpoint_every=5",
+            "trainer.seed=3", f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(sweep_dir.glob("*/checkpoints/last.pt")):
+            time.sleep(0.5)
+        (job,) = queued(sweep_dir)
+        assert squeue_state(job) == "RUNNING"
+        subprocess.run(["scancel", job], check=True)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "1 of 1 launched job(s) failed" in out, out[-3000:]
+    time.sleep(3)
+    assert squeue_state(job) == "CANCELLED"  # not requeued
+    summary = summary_json(sweep_dir / "default")
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]

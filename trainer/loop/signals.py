@@ -7,9 +7,11 @@ and the process exits with 128 + the signal number (143 for SIGTERM, 130 for SIG
 shell reports a killed command), after the summary says `interrupted`. Relaunching the same
 command resumes exactly. A second signal while stopping takes the default action at once.
 
-Under a submitit job (`hydra/launcher=submitit_slurm` or `submitit_local`), submitit's own
-SIGUSR2 handler is kept as `requeue`: once `last` is written the run hands over to it, and
-submitit resubmits the same job (same overrides, same run directory), which resumes.
+Under a submitit job (`hydra/launcher=slurm`, `submitit_slurm` or `submitit_local`),
+submitit's own SIGUSR2 handler is kept as `requeue`: after a SIGUSR2 (the time-limit or
+preemption warning), once `last` is written, the run hands over to it, and submitit
+resubmits the same job (same overrides, same run directory), which resumes. A SIGTERM
+(`scancel`) stops the run without a requeue.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ class Interrupted(Exception):
     def __init__(self, state, signum: int, requeue=None):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.state, self.signum = state, signum
-        # the launcher's requeue handler (submitit), unless the user pressed Ctrl-C
-        self.requeue = requeue if signum != signal.SIGINT else None
+        # the launcher's requeue handler (submitit), on its own signal only: SIGTERM is what
+        # `scancel` sends (a requeue would undo it), and where SLURM preempts with
+        # PreemptMode=REQUEUE it requeues the job itself; Ctrl-C is never requeued
+        self.requeue = requeue if signum == PREEMPT else None
 
     @property
     def exit_code(self) -> int:

@@ -21,7 +21,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
@@ -62,16 +62,46 @@ if SlurmQueueConf is not None:
             super().__init__(**params)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-            if not self.snapshot:
-                return super().launch(job_overrides, initial_job_idx)
             from hydra_plugins.trainer_slurm_launcher._snapshot import snapshot_code, use_snapshot
+            from hydra_plugins.trainer_slurm_launcher._watch import watch_with_squeue_without_sacct
 
+            watch_with_squeue_without_sacct()
+            if not self.snapshot:
+                return self._submit_and_collect(job_overrides, initial_job_idx)
             assert self.config is not None and self.hydra_context is not None
             code = snapshot_code(Path(str(self.config.hydra.sweep.dir)) / ".code")
             log.info("jobs run the code snapshot %s", code)
             live_context, live_setup = self.hydra_context, self.params.get("setup")
             self.hydra_context, self.params["setup"] = use_snapshot(self.hydra_context, code, live_setup)
             try:
-                return super().launch(job_overrides, initial_job_idx)
+                return self._submit_and_collect(job_overrides, initial_job_idx)
             finally:
                 self.hydra_context, self.params["setup"] = live_context, live_setup
+
+        def _submit_and_collect(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
+            """The plugin's launch, except that a job which ends without a result (cancelled,
+            killed for memory, timed out for good) is a failed JobReturn naming SLURM's state
+            instead of an exception that loses every other job's result."""
+            import submitit
+            from hydra.core.utils import JobReturn, JobStatus
+
+            collected: List[Any] = []
+            real_results = submitit.core.core.Job.results
+
+            def results(job):  # what the plugin's launch calls on each job
+                try:
+                    return real_results(job)
+                except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as err:
+                    state = job.state
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    error = RuntimeError(f"SLURM job {job.job_id} ended {state} without a result ({first})")
+                    return [JobReturn(overrides=list(job_overrides[len(collected)]), status=JobStatus.FAILED,
+                                      _return_value=error)]  # fmt: skip
+                finally:
+                    collected.append(job)
+
+            submitit.core.core.Job.results = results  # type: ignore[method-assign]
+            try:
+                return list(super().launch(job_overrides, initial_job_idx))
+            finally:
+                submitit.core.core.Job.results = real_results  # type: ignore[method-assign]
