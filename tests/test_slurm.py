@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, summary_json
+from tests.conftest import ROOT, TINY, scalars, summary_json
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -160,3 +160,56 @@ def test_scancel_stops_a_job_for_good_and_the_sweep_says_so(tmp_path, cluster):
     assert squeue_state(job) == "CANCELLED"  # not requeued
     summary = summary_json(sweep_dir / "default")
     assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
+
+
+@pytest.mark.slurm
+def test_a_job_requeued_by_the_scheduler_resumes_and_logs_every_step_once(tmp_path, cluster):
+    """`scontrol requeue` (what a preemption with PreemptMode=REQUEUE does): SLURM sends
+    SIGTERM, the run writes `last`, SLURM starts the job again, and the new process resumes
+    in the same run directory; the sweep collects the finished run."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, *TINY, "trainer.epochs=1", "trainer.steps_per_epoch=400", "trainer.checkpoint_every=5",
+            "trainer.seed=3", f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(sweep_dir.glob("*/checkpoints/last.pt")):
+            time.sleep(0.2)
+        (job,) = queued(sweep_dir)
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    run = sweep_dir / "default"
+    summary = summary_json(run)
+    assert summary["status"] == "completed" and summary["steps"] == 400
+    log = "".join(p.read_text() for p in run.glob("*.log"))
+    assert "SIGTERM received" in log and "resumed from" in log
+    steps = [s for s, _ in scalars(run / "tb" / "train")["loss/total"]]
+    assert steps == list(range(1, 401))  # no step twice, none missing
+
+
+@pytest.mark.slurm
+def test_a_job_at_its_time_limit_is_signalled_requeued_and_resumes(tmp_path, cluster):
+    """A one-minute time limit with the warning 50 s before it: submitit's SIGUSR2 arrives
+    while the job trains, the run writes `last`, submitit requeues the job, and the new
+    process resumes; every step is logged exactly once."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50", *TINY, "trainer.epochs=1",
+            "trainer.steps_per_epoch=3000", "trainer.checkpoint_every=50", "trainer.log_every=10", "trainer.seed=3",
+            f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = sweep_dir / "default"
+    summary = summary_json(run)
+    assert summary["status"] == "completed" and summary["steps"] == 3000
+    log = "".join(p.read_text() for p in run.glob("*.log"))
+    assert "SIGUSR2 received" in log and "resumed from" in log
+    steps = [s for s, _ in scalars(run / "tb" / "train")["loss/total"]]
+    # no step twice, none missing (the step each stop was made at is logged too)
+    assert steps == sorted(set(steps)) and set(range(10, 3001, 10)) <= set(steps) and steps[-1] == 3000
