@@ -213,3 +213,50 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_resumes(tmp_path, clu
     steps = [s for s, _ in scalars(run / "tb" / "train")["loss/total"]]
     # no step twice, none missing (the step each stop was made at is logged too)
     assert steps == sorted(set(steps)) and set(range(10, 3001, 10)) <= set(steps) and steps[-1] == 3000
+
+
+def sbatch(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """`sbatch --wait`: submits, and returns when the job (every array task) has ended."""
+    return subprocess.run(["sbatch", "--wait", "--parsable", *args], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.slurm
+def test_the_ddp_recipe_trains_one_run_with_two_gloo_processes(tmp_path, cluster):
+    """sweeps/slurm/ddp.sbatch on the local node: one torchrun, two CPU workers (gloo), one
+    run directory named after the job id."""
+    job = sbatch("--gpus-per-node=0", "--cpus-per-task=2", "--mem=3G", "--time=10", f"--output={tmp_path}/%j.out",
+                 "sweeps/slurm/ddp.sbatch", "trainer.device=cpu", *TINY, "trainer.batch_size=4",
+                 env={"GPUS_PER_NODE": "2", "TRAINER_OUTPUTS": str(tmp_path)})  # fmt: skip
+    job_id = job.stdout.strip()
+    assert job.returncode == 0, (job.stderr + "".join(p.read_text() for p in tmp_path.glob("*.out")))[-3000:]
+    summary = summary_json(tmp_path / "ddp" / job_id)
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    # torchrun says this only when it starts more than one worker on the node
+    assert "Setting OMP_NUM_THREADS environment variable for each process" in (tmp_path / f"{job_id}.out").read_text()
+    assert (
+        json.loads((tmp_path / "ddp" / job_id / "experiment.json").read_text())["config"]["trainer"]["batch_size"] == 4
+    )
+
+
+@pytest.mark.slurm
+def test_the_search_workers_recipe_runs_two_array_tasks_on_one_study_to_exactly_n_trials(tmp_path, cluster):
+    import optuna
+
+    storage = f"journal:///{tmp_path}/optuna.log"
+    job = sbatch("--array=0-1", "--gpus-per-task=0", "--cpus-per-task=1", "--mem=2G", "--time=10",
+                 f"--output={tmp_path}/%A_%a.out", "sweeps/slurm/search_workers.sbatch", "tiny",
+                 "hydra.sweeper.n_trials=5", "trainer.epochs=2", "trainer.steps_per_epoch=2", "trainer.batch_size=2",
+                 "trainer.val_batch_size=4", "trainer.num_workers=0", "data.segment_seconds=0.25", "data.val_size=4",
+                 "data.corpus_size=4", "data.noise_corpus_size=4", f"hydra.sweep.dir={tmp_path}/search",
+                 f"outputs={tmp_path}/out", env={"OPTUNA_STORAGE": storage, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    outs = "".join(p.read_text() for p in tmp_path.glob("*.out"))
+    assert job.returncode == 0, (job.stderr + outs)[-3000:]
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(f"{tmp_path}/optuna.log")))
+    counted = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 5 and not [t for t in study.trials if t.state.name == "RUNNING"]
+    workers = {t.system_attrs.get("worker") for t in counted}
+    assert len(workers) == 2 and None not in workers  # both array tasks ran trials
