@@ -35,8 +35,17 @@ class SlotsLauncherConf:
     threads: Optional[int] = None  # per job (default: the cores shared out between the slots)
     grace_s: float = 120.0  # after SIGTERM, how long a job may take to write `last`
     # imported once per slot by its job server, which forks each job from there: a job
-    # starts training at once instead of after seconds of imports
-    preload: List[str] = field(default_factory=lambda: ["torch", "trainer.experiments.job"])
+    # starts training at once instead of after seconds of imports (`module:function`:
+    # also called once, to fill a cache the jobs then share)
+    preload: List[str] = field(
+        default_factory=lambda: [
+            # what every job imports (torch.optim imports torch._dynamo: 2 s)
+            "torch", "torch._dynamo", "trainer.experiments.job", "trainer.run",
+            # imported lazily by a job (TensorBoard, figures, PESQ/STOI): seconds per job
+            "torch.utils.tensorboard", "matplotlib.pyplot", "scipy.signal", "pesq", "pystoi",
+            "trainer.provenance:versions",  # the package versions every summary records: 2 s to read
+        ]
+    )  # fmt: skip
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="slots", node=SlotsLauncherConf, provider="audio-sweeps")

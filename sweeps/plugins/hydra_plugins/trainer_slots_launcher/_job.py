@@ -2,7 +2,8 @@
 
     python -m hydra_plugins.trainer_slots_launcher._job <sweep pid> [module to preload ...]
 
-It imports the modules to preload once (torch, the trainer: seconds of CPU), then serves
+It imports the modules to preload once (torch, the trainer: seconds of CPU; an entry
+`module:function` is also called, to fill a cache the jobs share), then serves
 the slot's jobs one after another: for each line on stdin (job file, result file, log
 file, tab-separated) it forks a job process, which starts with everything imported, and
 answers `started <pid>`, then `exited <pid> <code>` when the job ends (a negative code:
@@ -36,9 +37,12 @@ def die_with(parent: int) -> None:
 
 def main(parent: int, preload: list) -> None:
     die_with(parent)
-    for name in preload:
+    for name in preload:  # `module`, or `module:function` to call once (a cache it fills)
         try:
-            importlib.import_module(name)
+            module, _, function = name.partition(":")
+            imported = importlib.import_module(module)
+            if function:
+                getattr(imported, function)()
         except Exception as err:  # the job imports what it needs itself, and fails there if it must
             print(f"slots: preloading {name} failed ({type(err).__name__}: {err})", file=sys.stderr)
     server = os.getpid()

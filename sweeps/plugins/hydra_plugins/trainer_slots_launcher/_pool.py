@@ -230,6 +230,8 @@ class Pool:
         job.write_bytes(cloudpickle.dumps(payload))
         log_path = logs / f"{idx}.log"
         self._watch_signals(True)
+        if not self.servers:  # every slot's server at once: their imports run side by side
+            self.servers = {i: Server(s, self.preload) for i, s in enumerate(self.slots)}
         for attempt in (0, 1):  # a server that died (killed between jobs) is replaced once
             server = self.servers.get(slot_index)
             if server is None or not server.alive():
