@@ -66,6 +66,17 @@ def sweep(tmp: Path, name: str, args: list[str], threads: int) -> tuple[float, l
     return wall, jobs
 
 
+def pool_idle(sweep_dir: Path, slots: int) -> str:
+    """Under the slot launcher: slot-seconds with no job process at all (the pool's own
+    timeline), as opposed to time outside the jobs' training (job start-up included)."""
+    path = sweep_dir / ".slots" / "timeline.jsonl"
+    if not path.is_file():
+        return "-"
+    spans = [(e["start"], e["end"]) for e in map(json.loads, path.read_text().splitlines())]
+    wall = max(e for _, e in spans) - min(b for b, _ in spans)
+    return f"{slots * wall - sum(e - b for b, e in spans):.1f}"
+
+
 def busy(jobs: list[dict], slots: int) -> tuple[float, float]:
     """(busy fraction, idle slot-seconds) between the first job's start and the last one's end."""
     span = max(j["end"] for j in jobs) - min(j["start"] for j in jobs)
@@ -80,14 +91,15 @@ def grid(tmp: Path, slots: int, steps: int) -> None:
             f"trainer.steps_per_epoch={','.join(map(str, lengths))}",
             "hydra.sweeper.zip=[[trainer.seed,trainer.steps_per_epoch]]"]  # fmt: skip
     print(f"\n### 8 jobs ({steps} or {3 * steps} steps) on {slots} CPU slots\n")
-    print("| launcher | wall s | jobs' busy fraction of the slots | idle slot-s |")
-    print("|---|---|---|---|")
+    print("| launcher | wall s | jobs' busy fraction of the slots | idle slot-s | no process on the slot, slot-s |")
+    print("|---|---|---|---|---|")
     for name in ("basic", "joblib", "joblib_batches", "slots"):
         threads = slots if name == "basic" else 1  # the cores shared out: one job with all, or one each
         wall, jobs = sweep(tmp, f"grid-{name}", [*args, *launcher_args(name, slots)], threads)
         n = 1 if name == "basic" else slots
         fraction, idle = busy(jobs, n)
-        print(f"| {name} ({n} at once) | {wall:.1f} | {fraction:.0%} | {idle:.1f} |", flush=True)
+        empty = pool_idle(tmp / f"grid-{name}", n)
+        print(f"| {name} ({n} at once) | {wall:.1f} | {fraction:.0%} | {idle:.1f} | {empty} |", flush=True)
 
 
 def search(tmp: Path, slots: int, trials: int) -> None:
@@ -96,15 +108,16 @@ def search(tmp: Path, slots: int, trials: int) -> None:
             f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.n_jobs={slots}",
             "hydra.sweeper.sampler.seed=0"]  # fmt: skip
     print(f"\n### A {trials}-trial search with successive-halving pruning on {slots} slots\n")
-    print("| launcher | wall s | pruned | busy fraction | idle slot-s |")
-    print("|---|---|---|---|---|")
+    print("| launcher | wall s | pruned | busy fraction | idle slot-s | no process on the slot, slot-s |")
+    print("|---|---|---|---|---|---|")
     for name in ("joblib", "slots"):
         storage = f"hydra.sweeper.storage=sqlite:///{tmp}/search-{name}.db"
         wall, jobs = sweep(tmp, f"search-{name}", [*args, storage, *launcher_args(name, slots)], 1)
         fraction, idle = busy(jobs, slots)
         pruned = sum(j["status"] == "pruned" for j in jobs)
         label = "batched (joblib)" if name == "joblib" else "slots"
-        print(f"| {label} | {wall:.1f} | {pruned} of {len(jobs)} | {fraction:.0%} | {idle:.1f} |", flush=True)
+        print(f"| {label} | {wall:.1f} | {pruned} of {len(jobs)} | {fraction:.0%} | {idle:.1f} | "
+              f"{pool_idle(tmp / f'search-{name}', slots)} |", flush=True)  # fmt: skip
 
 
 def overhead(tmp: Path, slots: int) -> None:
