@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -142,6 +143,31 @@ def test_accumulation_matches_one_big_batch():
     lr = compose_cfg("optim=sgd").optim.lr
     for a, g in zip(one, grads):
         torch.testing.assert_close(a, -lr * g, rtol=1e-3, atol=1e-7)
+
+
+def test_under_ddp_every_micro_batch_but_the_last_skips_the_gradient_all_reduce():
+    """Gradient accumulation under DistributedDataParallel: the first micro-batches run
+    inside `no_sync`, the last one outside it, so each optimizer step all-reduces once.
+    A stand-in wrapper records, at each backward, whether it ran inside `no_sync`."""
+    parts = assemble(compose_cfg(*TINY, "trainer.batch_size=2", "trainer.grad_accum=4"))
+    inside, synced = [False], []
+
+    class Wrapper:
+        @contextlib.contextmanager
+        def no_sync(self):
+            inside[0] = True
+            try:
+                yield
+            finally:
+                inside[0] = False
+
+    parts.network.ddp = Wrapper()  # type: ignore[assignment]
+    first = next(parts.network.raw.parameters())
+    first.register_hook(lambda grad: synced.append(not inside[0]))
+    parts.feed.sampler.set_position(0, 0)
+    it = iter(parts.feed.train_loader)
+    train_step(parts, [next(it) for _ in range(4)], None)
+    assert synced == [False, False, False, True]
 
 
 def test_profiler_writes_a_trace_and_prints_top_operators(tmp_path):
