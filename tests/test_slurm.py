@@ -135,40 +135,11 @@ def test_a_queued_job_runs_the_code_and_config_it_was_submitted_with(tmp_path, c
     assert "edited after submission" not in (code / "trainer" / "experiments" / "job.py").read_text()
 
 
-@pytest.mark.slurm
-def test_scancel_stops_a_job_for_good_and_the_sweep_says_so(tmp_path, cluster):
-    """SIGTERM from `scancel` writes `last` and stops the run; unlike submitit's time-limit
-    signal it is not requeued (a requeue would undo the cancel)."""
+def signal_a_running_job(tmp_path: Path, steps: int, command: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """A one-job sweep on SLURM; once its first `last` exists, `command + [job id]` is run
+    on it (scancel, scontrol requeue). The sweep process (ended), the job id, its output."""
     sweep_dir = tmp_path / "sweep"
-    args = [*SLURM, *TINY, "trainer.epochs=1", "trainer.steps_per_epoch=100000", "trainer.checkpoint_every=5",
-            "trainer.seed=3", f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and not list(sweep_dir.glob("*/checkpoints/last.pt")):
-            time.sleep(0.5)
-        (job,) = queued(sweep_dir)
-        assert squeue_state(job) == "RUNNING"
-        subprocess.run(["scancel", job], check=True)
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0 and "1 of 1 launched job(s) failed" in out, out[-3000:]
-    time.sleep(3)
-    assert squeue_state(job) == "CANCELLED"  # not requeued
-    summary = summary_json(sweep_dir / "default")
-    assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
-
-
-@pytest.mark.slurm
-def test_a_job_requeued_by_the_scheduler_resumes_and_logs_every_step_once(tmp_path, cluster):
-    """`scontrol requeue` (what a preemption with PreemptMode=REQUEUE does): SLURM sends
-    SIGTERM, the run writes `last`, SLURM starts the job again, and the new process resumes
-    in the same run directory; the sweep collects the finished run."""
-    sweep_dir = tmp_path / "sweep"
-    args = [*SLURM, *TINY, "trainer.epochs=1", "trainer.steps_per_epoch=400", "trainer.checkpoint_every=5",
+    args = [*SLURM, *TINY, "trainer.epochs=1", f"trainer.steps_per_epoch={steps}", "trainer.checkpoint_every=5",
             "trainer.seed=3", f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env,
@@ -178,11 +149,34 @@ def test_a_job_requeued_by_the_scheduler_resumes_and_logs_every_step_once(tmp_pa
         while time.time() < deadline and not list(sweep_dir.glob("*/checkpoints/last.pt")):
             time.sleep(0.2)
         (job,) = queued(sweep_dir)
-        subprocess.run(["scontrol", "requeue", job], check=True)
+        assert squeue_state(job) == "RUNNING"
+        subprocess.run([*command, job], check=True)
         out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
+    return proc, job, out
+
+
+@pytest.mark.slurm
+def test_scancel_stops_a_job_for_good_and_the_sweep_says_so(tmp_path, cluster):
+    """SIGTERM from `scancel` writes `last` and stops the run; unlike submitit's time-limit
+    signal it is not requeued (a requeue would undo the cancel)."""
+    proc, job, out = signal_a_running_job(tmp_path, 100000, ["scancel"])
+    assert proc.returncode != 0 and "1 of 1 launched job(s) failed" in out, out[-3000:]
+    time.sleep(3)
+    assert squeue_state(job) == "CANCELLED"  # not requeued
+    summary = summary_json(tmp_path / "sweep" / "default")
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
+
+
+@pytest.mark.slurm
+def test_a_job_requeued_by_the_scheduler_resumes_and_logs_every_step_once(tmp_path, cluster):
+    """`scontrol requeue` (what a preemption with PreemptMode=REQUEUE does): SLURM sends
+    SIGTERM, the run writes `last`, SLURM starts the job again, and the new process resumes
+    in the same run directory; the sweep collects the finished run."""
+    proc, _, out = signal_a_running_job(tmp_path, 400, ["scontrol", "requeue"])
     assert proc.returncode == 0, out[-3000:]
+    sweep_dir = tmp_path / "sweep"
     run = sweep_dir / "default"
     summary = summary_json(run)
     assert summary["status"] == "completed" and summary["steps"] == 400
