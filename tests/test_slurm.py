@@ -189,24 +189,33 @@ def test_a_job_requeued_by_the_scheduler_resumes_and_logs_every_step_once(tmp_pa
 @pytest.mark.slurm
 def test_a_job_at_its_time_limit_is_signalled_requeued_and_resumes(tmp_path, cluster):
     """A one-minute time limit with the warning 50 s before it: submitit's SIGUSR2 arrives
-    while the job trains, the run writes `last`, submitit requeues the job, and the new
-    process resumes; every step is logged exactly once."""
+    while the job trains (SLURM sends it within its own polling, up to a minute), the run
+    writes `last`, submitit requeues the job, and the new process resumes where `last`
+    was written; then the test cancels it. No step is logged twice, none is missing."""
     sweep_dir = tmp_path / "sweep"
     args = [*SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50", *TINY, "trainer.epochs=1",
-            "trainer.steps_per_epoch=3000", "trainer.checkpoint_every=50", "trainer.log_every=10", "trainer.seed=3",
-            f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+            "trainer.steps_per_epoch=1000000", "trainer.checkpoint_every=50", "trainer.log_every=10",
+            "trainer.seed=3", f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     run = sweep_dir / "default"
-    summary = summary_json(run)
-    assert summary["status"] == "completed" and summary["steps"] == 3000
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and "resumed from" not in "".join(p.read_text() for p in run.glob("*.log")):
+            time.sleep(1)
+        time.sleep(3)  # a few steps after the resume
+        (job,) = queued(sweep_dir)
+        subprocess.run(["scancel", job], check=True)
+        proc.communicate(timeout=180)
+    finally:
+        proc.kill()
     log = "".join(p.read_text() for p in run.glob("*.log"))
     assert "SIGUSR2 received" in log and "resumed from" in log
     steps = [s for s, _ in scalars(run / "tb" / "train")["loss/total"]]
     # no step twice, none missing (the step each stop was made at is logged too)
-    assert steps == sorted(set(steps)) and set(range(10, 3001, 10)) <= set(steps) and steps[-1] == 3000
+    assert steps == sorted(set(steps)) and set(range(10, steps[-1] + 1, 10)) <= set(steps)
+    assert summary_json(run)["steps"] >= steps[-1] > 50
 
 
 def sbatch(*args: str, env: dict) -> subprocess.CompletedProcess:
