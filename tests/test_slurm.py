@@ -5,11 +5,13 @@ submitted with, and a machine without `sbatch` is told so before anything is wri
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +28,7 @@ JOB = [*TINY, "trainer.epochs=1"]
 
 
 @pytest.fixture(scope="module")
-def cluster() -> None:
+def up() -> None:
     if shutil.which("sbatch") is None:
         pytest.skip("no SLURM here (no sbatch): sweeps/slurm/local_cluster.sh start, as root, starts one; .ci/run does")
     status = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True)
@@ -35,6 +37,30 @@ def cluster() -> None:
         pytest.skip(
             f"the local SLURM cluster does not answer ({' '.join(reason)}): sweeps/slurm/local_cluster.sh start"
         )
+
+
+# The test that restarts slurmctld takes this lock exclusively, every other test shared: no
+# test submits to a controller that is not there (pytest-xdist runs tests side by side).
+RESTART_LOCK = Path(tempfile.gettempdir()) / "trainer-tests-slurmctld.lock"
+
+
+def _locked(mode: int):
+    with open(RESTART_LOCK, "a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def cluster(up):
+    yield from _locked(fcntl.LOCK_SH)
+
+
+@pytest.fixture
+def cluster_to_restart(up):
+    yield from _locked(fcntl.LOCK_EX)
 
 
 def sweep(cwd: Path, *args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
@@ -160,13 +186,111 @@ def signal_a_running_job(tmp_path: Path, steps: int, command: list[str]) -> tupl
 @pytest.mark.slurm
 def test_scancel_stops_a_job_for_good_and_the_sweep_says_so(tmp_path, cluster):
     """SIGTERM from `scancel` writes `last` and stops the run; unlike submitit's time-limit
-    signal it is not requeued (a requeue would undo the cancel)."""
+    signal it is not requeued (a requeue would undo the cancel). The run is failed, with
+    SLURM's state and what the run said, and a relaunch leaves it alone."""
     proc, job, out = signal_a_running_job(tmp_path, 100000, ["scancel"])
     assert proc.returncode != 0 and "1 of 1 launched job(s) failed" in out, out[-3000:]
-    time.sleep(3)
     assert squeue_state(job) == "CANCELLED"  # not requeued
-    summary = summary_json(tmp_path / "sweep" / "default")
-    assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
+    run = tmp_path / "sweep" / "default"
+    summary = summary_json(run)
+    assert summary["status"] == "failed", summary
+    assert f"SLURM job {job} CANCELLED" in summary["reason"] and "SIGTERM after step" in summary["reason"]
+    assert (run / "checkpoints" / "last.pt").is_file()
+    listed = runs(tmp_path / "sweep", "list")
+    assert listed.split("\n")[1].split()[:2] == ["failed", "CANCELLED"], listed
+
+
+def runs(root: Path, *args: str) -> str:
+    """`python -m trainer.runs --root <root> <args>`'s output (it must succeed)."""
+    proc = subprocess.run([sys.executable, "-m", "trainer.runs", "--root", str(root), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def wait_for_state(job: str, states: tuple[str, ...], timeout: float = 180) -> str:
+    deadline = time.time() + timeout
+    while (state := squeue_state(job)) not in states and time.time() < deadline:
+        time.sleep(0.5)
+    return state
+
+
+@pytest.mark.slurm
+def test_a_detached_sweep_exits_and_a_relaunch_submits_only_what_slurm_does_not_hold(tmp_path, cluster_to_restart):
+    """Detached: the jobs are submitted and the command exits, printing their ids. While
+    they wait in the queue (held), a relaunch of a bigger grid submits only the new job,
+    also after slurmctld restarted; `runs list` shows SLURM's state beside the run's own;
+    a released job finishes on its own; `runs cancel` cancels a sweep's queued jobs and
+    marks the runs failed; a relaunch then submits nothing."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, "hydra.launcher.detach=true", "+hydra.launcher.additional_parameters.hold=true", *JOB,
+            f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    first = sweep(ROOT, *args, "trainer.seed=1,2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = queued(sweep_dir)
+    assert len(jobs) == 2 and all(squeue_state(j) == "PENDING" for j in jobs)
+    assert f"submitted 2 job(s) to SLURM, not waiting for them (hydra.launcher.detach=true): {' '.join(jobs)}" in (
+        first.stdout
+    )
+    for seed, job in zip((1, 2), jobs):
+        assert json.loads((sweep_dir / f"trainer.seed={seed}" / "slurm.json").read_text())["job_id"] == job
+    lines = runs(sweep_dir, "list").splitlines()
+    assert lines[0].split()[:2] == ["status", "slurm"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["submitted", "PENDING"]] * 2
+
+    second = sweep(ROOT, *args, "trainer.seed=1,2,3")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1 new, 2 waiting in the SLURM queue (skipped)" in second.stdout + second.stderr
+    assert len(queued(sweep_dir)) == 3
+
+    subprocess.run(["scontrol", "shutdown", "slurmctld"], check=True, capture_output=True)
+    time.sleep(1)
+    start = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True)
+    assert start.returncode == 0, start.stdout + start.stderr
+    third = sweep(ROOT, *args, "trainer.seed=1,2,3")  # the restarted controller still has the jobs
+    assert third.returncode == 0 and "3 waiting in the SLURM queue (skipped)" in third.stdout + third.stderr, (
+        third.stderr[-3000:]
+    )
+    assert len(queued(sweep_dir)) == 3
+
+    subprocess.run(["scontrol", "release", jobs[0]], check=True)  # trainer.seed=1 runs by itself
+    assert wait_for_state(jobs[0], ("COMPLETED", "FAILED")) == "COMPLETED"
+    assert summary_json(sweep_dir / "trainer.seed=1")["status"] == "completed"
+
+    assert "cancelled 2 SLURM job(s)" in runs(sweep_dir, "cancel", str(sweep_dir))
+    listed = {line.split()[3]: line.split()[:2] for line in runs(sweep_dir, "list").splitlines()[1:4]}
+    assert listed == {"trainer.seed=1": ["completed", "COMPLETED"], "trainer.seed=2": ["failed", "CANCELLED"],
+                      "trainer.seed=3": ["failed", "CANCELLED"]}  # fmt: skip
+    reason = summary_json(sweep_dir / "trainer.seed=3")["reason"]
+    assert reason.startswith("cancelled by ") and "with `python -m trainer.runs cancel`" in reason
+    last = sweep(ROOT, *args, "trainer.seed=1,2,3")
+    assert "1 done (not retrained), 2 failed or diverged" in last.stdout + last.stderr and len(queued(sweep_dir)) == 3
+
+
+@pytest.mark.slurm
+def test_a_job_killed_for_memory_is_failed_with_the_reason(tmp_path, cluster):
+    """The local cluster enforces --mem as a real one does; the job is killed without a
+    word from the run, and the sweep settles it: failed, with SLURM's account of it."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, "+hydra.launcher.additional_parameters.mem=200M", *JOB, f"hydra.sweep.dir={sweep_dir}",
+            f"outputs={tmp_path}/out"]  # fmt: skip
+    first = sweep(ROOT, *args)
+    assert first.returncode != 0 and "1 of 1 launched job(s) failed" in first.stderr, first.stderr[-3000:]
+    summary = summary_json(sweep_dir / "default")
+    assert summary["status"] == "failed" and summary["reason"].startswith("killed for memory: SLURM job ")
+    assert "Exceeded job memory limit" in summary["reason"]
+    assert runs(sweep_dir, "list").splitlines()[1].split()[:2] == ["failed", "FAILED"]
+    again = sweep(ROOT, *args)
+    assert "1 failed or diverged (skipped" in again.stdout + again.stderr and len(queued(sweep_dir)) == 1
+
+
+@pytest.mark.slurm
+def test_a_search_cannot_be_detached(tmp_path, cluster):
+    proc = sweep(ROOT, "+search=tiny", *SLURM, "hydra.launcher.detach=true", f"hydra.sweep.dir={tmp_path}/s",
+                 f"outputs={tmp_path}/out")  # fmt: skip
+    assert proc.returncode != 0
+    assert "hydra.launcher.detach=true: " in proc.stderr and "search_workers.sbatch" in proc.stderr
+    assert not queued(tmp_path / "s")  # nothing submitted
 
 
 @pytest.mark.slurm
@@ -263,3 +387,26 @@ def test_the_search_workers_recipe_runs_two_array_tasks_on_one_study_to_exactly_
     assert len(counted) == 5 and not [t for t in study.trials if t.state.name == "RUNNING"]
     workers = {t.system_attrs.get("worker") for t in counted}
     assert len(workers) == 2 and None not in workers  # both array tasks ran trials
+
+
+@pytest.mark.slurm
+def test_a_waiting_sweep_whose_queued_jobs_are_cancelled_ends_and_says_so(tmp_path, cluster):
+    """The tasks of an array cancelled before any started become one record in squeue
+    (`<array id>`, not `<array id>_<task>`): the sweep still sees them end."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*SLURM, "+hydra.launcher.additional_parameters.hold=true", *JOB, "trainer.seed=1,2",
+            f"hydra.sweep.dir={sweep_dir}", f"outputs={tmp_path}/out"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "-m", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(queued(sweep_dir)) < 2:
+            time.sleep(0.5)
+        assert "cancelled 2 SLURM job(s)" in runs(sweep_dir, "cancel", str(sweep_dir))
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "2 of 2 launched job(s) failed" in out, out[-3000:]
+    for seed in (1, 2):
+        assert summary_json(sweep_dir / f"trainer.seed={seed}")["reason"].startswith("cancelled by ")

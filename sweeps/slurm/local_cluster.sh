@@ -158,15 +158,19 @@ TaskPlugin=task/none
 
 # No accounting database (sacct will not work; squeue/scontrol do).
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
+# Memory is sampled every second, and a job above its --mem is killed: SLURM
+# reports it OUT_OF_MEMORY, as a cluster with cgroups would.
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 
-# Per-CPU allocation so several 1-CPU jobs share the node. Memory is not a
-# consumable resource (no _Memory), so jobs without --mem do not grab the whole
-# node; --mem up to RealMemory is still accepted.
+# Per-CPU allocation so several 1-CPU jobs share the node. Memory is a
+# consumable resource too (it must be, for a job's --mem to be enforced); a job
+# without --mem gets its CPUs' share of the node's memory.
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-DefMemPerCPU=256
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=$((mem_mb / cpus))
 
 # Quick turnaround for tests: schedule often, kill fast, keep finished jobs
 # visible in squeue/scontrol for 5 minutes (MinJobAge), allow requeue.

@@ -5,6 +5,7 @@
     python -m trainer.runs show <run>
     python -m trainer.runs diff <run> <run>
     python -m trainer.runs tensorboard [<sweep dir>] [list's filters] [--port 6006] [--print]
+    python -m trainer.runs cancel [<sweep dir>] [list's filters] [--all]
 
 A <run> is a run folder, a prefix of its experiment hash, its alias or any alias a sweep
 planned it under (`optim=adamw`), or the overrides that made it, as typed on the command
@@ -15,6 +16,13 @@ train_seconds, steps, epochs) or a final validation metric, compared with one of
 > >= < <= = !=. Runs, multiruns and searches are all listed; the index behind it
 (<outputs>/.runs.sqlite) is brought up to date first. `tensorboard` starts TensorBoard on
 the selected runs (a sweep's, or those the filters select), each named by its label.
+
+Runs submitted to SLURM (hydra/launcher=slurm) are asked of the scheduler: `list` adds
+its state of each run's job (PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED, ...;
+GONE once SLURM forgot it) beside the run's own status, and a run whose job ended without
+the run finishing is marked `failed` with SLURM's reason first. `cancel` cancels the
+queued and running jobs of the selected runs (a sweep's, or those the filters select;
+`--all` for every run) and marks them cancelled.
 
 This module is a command-line tool: it may compose configs (trainer.launch), which the
 experiments layer below it does not.
@@ -30,7 +38,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer.experiments.index import INCOMPLETE, Record, RunsIndex
+from trainer.experiments import scheduler
+from trainer.experiments.index import INCOMPLETE, Record, RunsIndex, read_run
 from trainer.experiments.lock import held
 from trainer.experiments.manifest import members
 from trainer.identity import SHORT
@@ -65,12 +74,27 @@ def where(r: Record) -> str:
     return f"{path.parent}/" if path.name == r.alias else r.path
 
 
+def with_scheduler(root: Path, runs: list[Record]) -> dict[str, str]:
+    """{run path: its SLURM job's state} for the runs submitted to SLURM, each run settled
+    first (a job that ended without the run finishing makes it `failed`, with the reason)."""
+    settled = scheduler.settle_all([root / r.path for r in runs if r.job])
+    states = {}
+    for r in runs:
+        if (root / r.path) in settled:
+            now, state = settled[root / r.path]
+            r.status, r.reason = now.status, now.reason
+            states[r.path] = state or "?"  # ?: SLURM does not answer
+    return states
+
+
 def cmd_list(index: RunsIndex, args) -> int:
     runs = index.select(args.status, args.where, args.metric, args.sort, args.limit)
-    columns = ["status", "hash", "alias", "seed", "monitor", "best", "final", "samples/s", "code", "in"]
+    jobs = with_scheduler(index.root, runs)
+    columns = ["status", *(["slurm"] if jobs else []), "hash", "alias", "seed", "monitor", "best", "final",
+               "samples/s", "code", "in"]  # fmt: skip
     rows = [
-        [status(index, r), (r.hash or "")[:SHORT], r.alias, _fmt(r.seed), r.monitor or "—", _fmt(r.best),
-         _fmt(r.final), _fmt(r.samples_per_s, ".1f"), r.code or "—", where(r)]
+        [status(index, r), *([jobs.get(r.path, "—")] if jobs else []), (r.hash or "")[:SHORT], r.alias, _fmt(r.seed),
+         r.monitor or "—", _fmt(r.best), _fmt(r.final), _fmt(r.samples_per_s, ".1f"), r.code or "—", where(r)]
         for r in runs
     ]  # fmt: skip
     print(table(rows, columns))
@@ -132,6 +156,9 @@ def cmd_show(index: RunsIndex, args) -> int:
     r = resolve(index, " ".join(args.run))
     print(f"{r.path}\n  status     {status(index, r)}" + (f" ({r.reason})" if r.reason else ""))
     print(f"  experiment {r.hash}\n  group      {r.grp}\n  alias      {r.alias}\n  seed       {r.seed}")
+    if r.job:
+        state = with_scheduler(index.root, [r]).get(r.path, "?")
+        print(f"  slurm      job {r.job}, {state}" + (f"\n  status now {r.status} ({r.reason})" if r.reason else ""))
     print(f"  code       {r.code}\n  {r.monitor or 'monitor'}  best {_fmt(r.best)}  final {_fmt(r.final)}")
     print(f"  steps      {_fmt(r.steps)} in {_fmt(r.train_seconds, '.1f')} s, {_fmt(r.samples_per_s, '.1f')} samples/s")
     for key, value in sorted(r.choices.items()):
@@ -193,6 +220,37 @@ def cmd_tensorboard(index: RunsIndex | None, args) -> int:
     return subprocess.call(command)
 
 
+def cmd_cancel(index: RunsIndex | None, args) -> int:
+    """`index` is None for a sweep folder (its sweep.json names the runs)."""
+    if args.sweep is not None:
+        if not args.sweep.is_dir():
+            raise ValueError(f"{args.sweep}: no such sweep folder")
+        root, runs = Path("."), [read_run(path, name=str(path)) for path in members(args.sweep)]
+    else:
+        if not (args.all or args.status or args.where or args.metric or args.limit):
+            raise ValueError("cancel which runs? give a sweep folder, a filter (--where, --status, ...), or --all")
+        assert index is not None
+        root, runs = index.root, index.select(args.status, args.where, args.metric, args.sort, args.limit)
+    runs = [r for r in runs if r.job]
+    now = scheduler.states([r.job for r in runs if r.job])
+    if now is None:
+        raise ValueError("SLURM does not answer (squeue failed): nothing was cancelled")
+    active = {root / r.path: r.job for r in runs if r.job and now.get(r.job) in scheduler.ACTIVE}
+    if not active:
+        print(f"no selected run has a job in the SLURM queue ({len(runs)} were submitted to SLURM)")
+        return 0
+    scheduler.cancel(active)  # type: ignore[arg-type]
+    scheduler.wait_until_ended(list(active.values()))
+    settled = scheduler.settle_all(list(active))
+    rows = []
+    for folder, job in active.items():
+        r, state = settled.get(folder, (read_run(folder), None))
+        rows.append([r.status, state or "?", r.alias, str(job), r.reason])
+    print(table(rows, ["status", "slurm", "alias", "job", "reason"]))
+    print(f"\ncancelled {len(active)} SLURM job(s)")
+    return 0
+
+
 def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", action="append", help="completed, failed, diverged, incomplete, ... (repeatable)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="a choice or config value")
@@ -217,17 +275,22 @@ def main(argv: list[str]) -> int:
     board.add_argument("--port", type=int, default=6006)
     board.add_argument("--host", help="the address to bind (TensorBoard's default: localhost)")
     board.add_argument("--print", action="store_true", help="print the TensorBoard command instead of running it")
+    cancel = sub.add_parser("cancel", help="cancel the SLURM jobs of a sweep's runs or the filtered ones")
+    cancel.add_argument("sweep", nargs="?", type=Path, help="a sweep folder (default: the runs the filters select)")
+    add_filters(cancel)
+    cancel.add_argument("--all", action="store_true", help="every run's job, when no filter is given")
     args = parser.parse_args(argv)
-    if args.command == "tensorboard" and args.sweep is not None:  # a sweep folder needs no index
+    if args.command in ("tensorboard", "cancel") and args.sweep is not None:  # a sweep folder needs no index
         try:
-            return cmd_tensorboard(None, args)
+            return (cmd_tensorboard if args.command == "tensorboard" else cmd_cancel)(None, args)
         except ValueError as err:
             parser.exit(2, f"error: {err}\n")
     if not args.root.is_dir():
         parser.exit(2, f"error: {args.root}: no such folder (--root, or TRAINER_OUTPUTS)\n")
     index = RunsIndex(args.root).refresh()
     try:
-        verbs = {"list": cmd_list, "show": cmd_show, "diff": cmd_diff, "tensorboard": cmd_tensorboard}
+        verbs = {"list": cmd_list, "show": cmd_show, "diff": cmd_diff, "tensorboard": cmd_tensorboard,
+                 "cancel": cmd_cancel}  # fmt: skip
         return verbs[args.command](index, args)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")

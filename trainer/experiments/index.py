@@ -10,7 +10,9 @@ seconds is re-read next time too (an mtime tick can hide a second write). A dama
 foreign index file is deleted and rebuilt.
 
 A run's status is its summary's, trusted only when the summary parses and names the same
-experiment as `experiment.json`; otherwise the run is `incomplete` (to be resumed).
+experiment as `experiment.json`; otherwise the run is `incomplete` (to be resumed). A run
+submitted to SLURM that has not started yet has only `slurm.json` (scheduler.py): it is
+`submitted`, and its `job` is the SLURM job id.
 """
 
 from __future__ import annotations
@@ -32,19 +34,21 @@ from trainer.provenance import code_version
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "experiment.json"
+SLURM = "slurm.json"  # the run's SLURM job, recorded at submission (scheduler.py)
 SWEEP = "sweep.json"  # a sweep's manifest (manifest.py)
 INDEX = ".runs.sqlite"
-SCHEMA = 2
+SCHEMA = 3
 FINISHED = ("completed", "early_stopped", "pruned")  # nothing left to train
 RETRYABLE = ("failed", "diverged")  # rerun only on request (retry_failed=true)
 INCOMPLETE = "incomplete"  # started, no trustworthy summary: resumed by a relaunch
+SUBMITTED = "submitted"  # submitted to SLURM, not started: only the scheduler knows more
 SKIP = {"cache", "tb", "checkpoints", "profile"}  # folders that never hold runs
 VOLATILE_NS = 2_000_000_000
 
 COLUMNS = (
     "path", "mtime_ns", "seen_ns", "hash", "grp", "alias", "seed", "status", "reason", "monitor", "objective",
-    "best", "final", "samples_per_s", "train_seconds", "epochs", "steps", "code", "created", "choices", "config",
-    "metrics",
+    "best", "final", "samples_per_s", "train_seconds", "epochs", "steps", "code", "created", "job", "choices",
+    "config", "metrics",
 )  # fmt: skip
 
 
@@ -67,6 +71,7 @@ class Record:
     steps: int | None = None
     code: str | None = None
     created: float | None = None
+    job: str | None = None  # the SLURM job id, when the run was submitted to SLURM
     choices: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -90,13 +95,19 @@ def read_run(run_dir: Path, name: str | None = None) -> Record:
     run_dir = Path(run_dir)
     record = Record(path=name if name is not None else str(run_dir), alias=run_dir.name)
     registered = read_json(run_dir / EXPERIMENT)
-    exp = registered.get("experiment") if isinstance(registered, dict) else None
+    registered = registered if isinstance(registered, dict) else {}
+    slurm = read_json(run_dir / SLURM)
+    slurm = slurm if isinstance(slurm, dict) else {}
+    record.job = slurm.get("job_id") or None
+    exp = registered.get("experiment")
+    if exp is None and isinstance(slurm.get("experiment"), dict):  # submitted to SLURM, not started
+        exp, record.status = slurm["experiment"], SUBMITTED
     if isinstance(exp, dict):
         record.hash, record.grp, record.seed = exp.get("hash"), exp.get("group"), exp.get("seed")
         record.alias = exp.get("alias") or record.alias
         record.choices = registered.get("choices") or {}
         record.config = registered.get("config") or {}
-        record.created = _num(registered.get("created"))
+        record.created = _num(registered.get("created") or slurm.get("recorded"))
         record.code = code_version(registered.get("provenance"))
     s = run_summary.read(run_dir)
     if s is None:
@@ -136,7 +147,7 @@ def scan(root: Path) -> tuple[dict[str, int], dict[str, int]]:
             continue
         names = {e.name for e in entries}
         try:
-            if folder != str(root) and (EXPERIMENT in names or ".hydra" in names):
+            if folder != str(root) and (EXPERIMENT in names or SLURM in names or ".hydra" in names):
                 runs[folder[prefix:]] = os.stat(folder).st_mtime_ns
                 continue
             if SWEEP in names:
@@ -191,7 +202,7 @@ class RunsIndex:
         db.execute(
             "CREATE TABLE runs (path TEXT PRIMARY KEY, mtime_ns INTEGER, seen_ns INTEGER, hash TEXT, grp TEXT, "
             "alias TEXT, seed INTEGER, status TEXT, reason TEXT, monitor TEXT, objective REAL, best REAL, final REAL, "
-            "samples_per_s REAL, train_seconds REAL, epochs INTEGER, steps INTEGER, code TEXT, created REAL, "
+            "samples_per_s REAL, train_seconds REAL, epochs INTEGER, steps INTEGER, code TEXT, created REAL, job TEXT, "
             "choices TEXT, config TEXT, metrics TEXT)"
         )
         db.execute("CREATE INDEX runs_hash ON runs (hash)")
@@ -229,7 +240,7 @@ class RunsIndex:
             r = read_run(self.root / path, name=path)
             rows.append(
                 (path, found[path], now, r.hash, r.grp, r.alias, r.seed, r.status, r.reason, r.monitor, r.objective,
-                 r.best, r.final, r.samples_per_s, r.train_seconds, r.epochs, r.steps, r.code, r.created,
+                 r.best, r.final, r.samples_per_s, r.train_seconds, r.epochs, r.steps, r.code, r.created, r.job,
                  json.dumps(_finite(r.choices)), json.dumps(_finite(r.config)), json.dumps(_finite(r.metrics)))
             )  # fmt: skip
         self.db.execute("BEGIN IMMEDIATE")

@@ -1,5 +1,6 @@
 """What every Hydra job runs: take the run folder's lock, record the experiment
-(`experiment.json`, with provenance), train (trainer/run.py)."""
+(`experiment.json`, with provenance) and the SLURM job that runs it (`slurm.json`, under
+SLURM), train (trainer/run.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 
 from trainer import identity, provenance
 from trainer.distributed import Dist
+from trainer.experiments import scheduler
 from trainer.experiments.index import EXPERIMENT, FINISHED, read_run
 from trainer.experiments.lock import RunLock
 from trainer.files import read_json, write_json
@@ -61,6 +63,7 @@ def job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], alias: str, com
         prov = provenance.collect(run_dir if main else None, command)
         if main:
             record(run_dir, exp, cfg, choices, prov)
+            scheduler.record(run_dir, scheduler.job_id_from_env(), exp.to_dict())
         return run(cfg, run_dir, choices, experiment=exp, provenance=prov)
     finally:
         lock.release()

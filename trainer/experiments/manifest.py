@@ -27,6 +27,7 @@ _SAY = {
     "done": "done (not retrained)",
     "failed": "failed or diverged (skipped; retry_failed=true reruns them)",
     "running": "being trained by another process (skipped)",
+    "queued": "waiting in the SLURM queue (skipped)",
 }
 
 

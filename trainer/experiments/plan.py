@@ -14,19 +14,29 @@ anywhere under `outputs` through the runs index, is reused; otherwise the job ge
            continues from its `last.pt`
   failed   failed or diverged: skipped, unless `retry_failed=true` makes it a
   retry    fresh run in a new folder (the failed one stays as it was)
-  running  another live process trains it now (it holds the folder's lock): skipped
+  running  another live process trains it now (it holds the folder's lock), or its SLURM
+           job runs: skipped
+  queued   its SLURM job waits in the queue (submitted, requeued, held): skipped
+
+A run submitted to SLURM (its `slurm.json` names the job) is asked of the scheduler
+(scheduler.py): while the job is in the queue nothing is submitted again, and once the job
+ended without the run finishing (cancelled, killed for memory, vanished) the run is
+settled as `failed`, with SLURM's reason, like any failed run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from trainer import identity
-from trainer.experiments import naming
-from trainer.experiments.index import EXPERIMENT, FINISHED, RETRYABLE, Record, RunsIndex, read_run
+from trainer.experiments import naming, scheduler
+from trainer.experiments.index import EXPERIMENT, FINISHED, RETRYABLE, SLURM, SUBMITTED, Record, RunsIndex, read_run
 from trainer.experiments.lock import held
 from trainer.identity import Experiment
 
@@ -53,10 +63,15 @@ def folder_name(exp: Experiment) -> str | None:
 
 def reusable(folder: Path, exp: Experiment) -> Record | None:
     """The run in `folder` when it holds `exp` and is worth continuing (not failed)."""
-    if not (folder / EXPERIMENT).is_file():
+    if not registered(folder):
         return None
     here = read_run(folder)
     return here if here.hash == exp.hash and here.status not in RETRYABLE else None
+
+
+def registered(folder: Path) -> bool:
+    """Whether `folder` is some experiment's run folder (started, or submitted to SLURM)."""
+    return (folder / EXPERIMENT).is_file() or (folder / SLURM).is_file()
 
 
 def existing(exp: Experiment, candidate: Path, outputs: Path, index: RunsIndex | None = None) -> Record | None:
@@ -83,7 +98,7 @@ def existing(exp: Experiment, candidate: Path, outputs: Path, index: RunsIndex |
         return hits[0]
     # a failed run of `exp` in a pinned sweep dir the index does not cover: known, so that
     # a relaunch does not train it again unless asked (retry_failed)
-    if (candidate / EXPERIMENT).is_file() and (here := read_run(candidate)).hash == exp.hash:
+    if registered(candidate) and (here := read_run(candidate)).hash == exp.hash:
         return here
     return None
 
@@ -104,7 +119,7 @@ def fresh(base: Path, exp: Experiment) -> Path:
     names = ([name] if name else []) + [f"{stem}-{exp.short}"] + [f"{stem}-{exp.short}-{i}" for i in range(2, 1000)]
     for candidate in names:
         folder = base / candidate
-        if not (folder / EXPERIMENT).exists():
+        if not registered(folder):
             return folder
     raise RuntimeError(f"{base}: no free folder for {exp.alias}")
 
@@ -116,6 +131,14 @@ def plan(exp: Experiment, base: Path, outputs: Path, retry_failed: bool, index: 
     if found is None:
         return Plan(exp, fresh(base, exp), "new")
     where = Path(found.path)
+    if found.job is not None and found.status not in FINISHED + RETRYABLE:
+        state = (scheduler.states([found.job]) or {}).get(found.job)
+        if state in scheduler.ACTIVE:
+            action = "running" if state in ("RUNNING", "COMPLETING", "CONFIGURING") else "queued"
+            return Plan(exp, where, action, f"{found.status}, SLURM job {found.job} {state}")
+        if state is None and found.status == SUBMITTED:  # the scheduler does not answer
+            return Plan(exp, where, "queued", f"{found.status}, SLURM job {found.job} (no answer from SLURM)")
+        found = scheduler.settle(where, found, state)
     if found.status in FINISHED:
         return Plan(exp, where, "done", found.status)
     if found.status in RETRYABLE:
@@ -123,6 +146,23 @@ def plan(exp: Experiment, base: Path, outputs: Path, retry_failed: bool, index: 
             return Plan(exp, fresh(base, exp), "retry", found.status)
         return Plan(exp, where, "failed", found.status)
     return Plan(exp, where, "running" if held(where) else "resume", found.status)
+
+
+@contextmanager
+def composed_job(hydra_context: Any, sweep_config: DictConfig, overrides: Sequence[str]) -> Iterator[DictConfig]:
+    """A sweep's job composed as its launch will compose it, its own `${hydra:...}` values
+    answering while the block runs (a sweeper or launcher asks where the job goes)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(cfg)
+    try:
+        yield cfg
+    finally:
+        if before is not None:
+            hydra_config.set_config(before)
 
 
 _PLANS: dict[tuple, Plan] = {}  # a job's folder is asked for more than once: one answer

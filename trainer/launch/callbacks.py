@@ -79,16 +79,20 @@ def summarise(sweep_dir: str) -> None:
     from pathlib import Path
 
     from trainer import summary
+    from trainer.experiments import scheduler
     from trainer.experiments.manifest import members, shown
 
     jobs = members(sweep_dir)  # reused experiments live in other folders
     if not jobs:
         return
-    rows, bad = [], 0
+    rows, bad, waiting = [], 0, 0
     for job, label in jobs.items():
         s = summary.read(job)
         if s is not None:
             status, reason, failed = str(s["status"]), s.get("reason") or "", s["status"].bad
+        elif job_id := scheduler.recorded(job).get("job_id"):  # detached: in SLURM's hands
+            status, reason, failed = "submitted", f"SLURM job {job_id}: python -m trainer.runs list", False
+            waiting += 1
         elif not job.exists():
             status, reason, failed = "not run", "the sweep ended before this job started", True
         else:
@@ -96,5 +100,7 @@ def summarise(sweep_dir: str) -> None:
         bad += failed
         name = label if job.parent == Path(sweep_dir) else f"{label}  [{shown(job)}]"
         rows.append(f"  {status:13s} {name}" + (f"  ({reason})" if reason else ""))
-    head = f"multirun summary: {len(jobs)} jobs, {len(jobs) - bad} fine, {bad} failed or incomplete ({sweep_dir})"
+    fine = len(jobs) - bad - waiting
+    head = f"multirun summary: {len(jobs)} jobs, {fine} fine, " + (f"{waiting} submitted to SLURM, " if waiting else "")
+    head += f"{bad} failed or incomplete ({sweep_dir})"
     print("\n".join([head, *rows]), file=sys.stderr, flush=True)

@@ -25,7 +25,6 @@ from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
@@ -55,23 +54,17 @@ class ExperimentSweeper(BasicSweeper):
         self.exclude = OmegaConf.to_container(exclude) if OmegaConf.is_config(exclude) else exclude
 
     def _plan(self, overrides: List[str], index):
-        from trainer.experiments.plan import plan_for
+        from trainer.experiments.plan import composed_job, plan_for
 
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        hydra_config = HydraConfig.instance()
-        before = hydra_config.cfg
-        hydra_config.set_config(cfg)  # the job's own `${hydra:...}` values, as its launch will see them
-        try:
+        with composed_job(self.hydra_context, self.config, overrides) as cfg:
             return plan_for(cfg, str(cfg.hydra.sweep.dir), index)
-        finally:
-            if before is not None:
-                hydra_config.set_config(before)
 
     def sweep(self, arguments: List[str]) -> Any:
         from hydra_plugins.trainer_experiment_sweeper._grid import batches, expand
 
         from trainer.experiments.index import RunsIndex
         from trainer.experiments.manifest import report_plan, write_manifest
+        from trainer.experiments.scheduler import settle_all
 
         params_conf = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -110,6 +103,9 @@ class ExperimentSweeper(BasicSweeper):
                 results = self.launcher.launch(launch, initial_job_idx=job_idx)
                 aliases = [plan.experiment.alias for plan, _ in batch if plan.launched]
                 failed += [(alias, r) for alias, r in zip(aliases, results) if r.status == JobStatus.FAILED]
+                # a SLURM job that ended without its run finishing (cancelled, killed for
+                # memory): its summary.json says so from now on
+                settle_all([plan.run_dir for plan, _ in batch if plan.launched])
                 job_idx += len(launch)
                 returns.append(results)
         if failed:  # after every job had its chance: one failure does not cost the others

@@ -45,6 +45,12 @@ def SqueueWatcher() -> tp.Any:  # noqa: N802 - a class, made on first use (submi
             text = string.decode() if isinstance(string, bytes) else string
             lines = text.splitlines()
             # squeue's header (JOBID|STATE|NODELIST) in sacct's names, which submitit reads
-            return super().read_info("\n".join(["JobID|State|NodeList", *lines[1:]]))
+            info = super().read_info("\n".join(["JobID|State|NodeList", *lines[1:]]))
+            # the tasks of an array cancelled before any started are one record, `<array id>`
+            for job_id in self._registered:
+                base = job_id.split("_")[0]
+                if job_id not in info and base != job_id and base in info:
+                    info[job_id] = info[base]
+            return info
 
     return _SqueueWatcher
