@@ -454,13 +454,21 @@ def main(argv: list[str]) -> int:
             "repeats: mean ± sd [95% CI, Student t]; speedup per seed when seeds match; "
             "≈ lists the rows whose interval overlaps this row's (a difference within the noise)"
         )
-    write_outputs(args.sweep_dir, columns, rows, figures, title, preamble="\n".join(notes))
+    from sweeps.listen import PAGE
+
+    listen = args.sweep_dir / PAGE
+    links = [(f"Listen to the runs: {PAGE} (the same clips through every run)", PAGE)] if listen.is_file() else []
+    write_outputs(args.sweep_dir, columns, rows, figures, title, preamble="\n".join(notes), links=links)
     print(title)
     if warning:
         print(warning, file=sys.stderr)
     print_table(columns, rows)
     written = [args.sweep_dir / "report.md", args.sweep_dir / "report.csv", args.sweep_dir / "report.html", *figures]
     print(f"\nwritten: {', '.join(p.name for p in written)}")
+    if listen.is_file():
+        print(f"listening page: {listen}")
+    else:
+        print(f"listen to the runs: python -m sweeps.listen {args.sweep_dir}")
     if study:  # a search: the study's own view too
         print()
         study_report.report(*study, args.sweep_dir)

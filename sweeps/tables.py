@@ -10,13 +10,17 @@ import html
 from pathlib import Path
 
 
-def write_outputs(out_dir: Path, columns, rows, figures, title: str, stem: str = "report", preamble: str = "") -> None:
-    """<stem>.csv, <stem>.md and a self-contained <stem>.html (figures inlined)."""
+def write_outputs(
+    out_dir: Path, columns, rows, figures, title: str, stem: str = "report", preamble: str = "", links=()
+) -> None:
+    """<stem>.csv, <stem>.md and a self-contained <stem>.html (figures inlined); `links`:
+    (text, relative href) of pages beside it."""
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows(rows)
     md = [f"# {title}", ""] + ([f"```\n{preamble}\n```", ""] if preamble else [])
+    md += [f"[{text}]({href})" for text, href in links] + ([""] if links else [])
     md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     md += [""] + [f"![{p.stem}]({p.name})" for p in figures]
@@ -28,6 +32,7 @@ def write_outputs(out_dir: Path, columns, rows, figures, title: str, stem: str =
         for p in figures
     )
     pre = f"<pre>{html.escape(preamble)}</pre>" if preamble else ""
+    pre += "".join(f'<p><a href="{html.escape(href)}">{html.escape(text)}</a></p>' for text, href in links)
     (out_dir / f"{stem}.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"

@@ -108,6 +108,12 @@ def reverberate(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(rir, n_fft), n_fft)[: len(x)]
 
 
+def pick_families(rng: np.random.Generator, families: list[str]) -> list[str]:
+    """The one or two families of a noise clip: `make_noise`'s first draws."""
+    k = 1 if rng.random() < 0.7 or len(families) < 2 else 2
+    return list(rng.choice(families, size=k, replace=False))
+
+
 def make_noise(
     rng: np.random.Generator, n: int, sr: int, families: list[str], p_modulate: float, p_reverb: float, talker=None
 ):
@@ -115,8 +121,7 @@ def make_noise(
 
     `talker(rng, n)`, if given, supplies the voices of babble.
     """
-    k = 1 if rng.random() < 0.7 or len(families) < 2 else 2
-    names = rng.choice(families, size=k, replace=False)
+    names = pick_families(rng, families)
     parts = []
     for name in names:
         x = babble(rng, n, sr, talker) if name == "babble" else FAMILIES[name](rng, n, sr)

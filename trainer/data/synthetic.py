@@ -15,13 +15,14 @@ seen. The validation split uses its own seed stream (unseen utterances, talkers,
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.data import corpus, noise, staged
+from trainer.data import corpus, noise, staged, voice
 from trainer.data.checks import span
 from trainer.data.corpus import TRAIN, VALID
 from trainer.data.keyed import UNBOUNDED, Keyed
@@ -157,6 +158,22 @@ class SyntheticSpeech:
 
     def example(self, split: int, index: int) -> dict[str, torch.Tensor]:
         return self.examples(split, [index])[0]
+
+    def describe(self, split: int, indices: list[int]) -> list[dict[str, str]]:
+        """What each example is made of, for people (the listening page's filters): its noise
+        families, its SNR in 5 dB bands, and its talker's kind; the same draws as rendering."""
+        out = []
+        snrs = self.draw(split, indices)["snr_db"].tolist()
+        for index, snr in zip(indices, snrs):
+            clean = np.random.default_rng([self.seed, split, corpus.CLEAN, int(index)])
+            about = {"talker": voice.random_speaker(clean).kind}
+            if self.families:
+                picked = noise.pick_families(np.random.default_rng([self.seed, split, corpus.NOISE, int(index)]),
+                                             self.families)  # fmt: skip
+                low = 5 * math.floor(snr / 5)
+                about |= {"noise": "+".join(sorted(picked)), "snr": f"{low} to {low + 5} dB"}
+            out.append(about)
+        return out
 
     def train_stages(self) -> Stages:
         self.corpus(TRAIN)  # now, in the main process: loader workers and DDP ranks then share it

@@ -60,6 +60,7 @@ class Speaker:
     tilt_db: float  # extra spectral tilt per octave above 1 kHz (negative: darker)
     low_boost: float  # low-shelf gain below ~300 Hz (linear, added to 1)
     rate: float  # speaking-rate factor (>1: faster)
+    kind: str = ""  # male, female or child: what the pitch and tract were drawn for
 
 
 def random_speaker(rng: np.random.Generator) -> Speaker:
@@ -78,6 +79,7 @@ def random_speaker(rng: np.random.Generator) -> Speaker:
         tilt_db=rng.uniform(-3.0, 1.0),
         low_boost=rng.uniform(0.5, 3.0),
         rate=rng.uniform(0.8, 1.3),
+        kind=("male", "female", "child")[kind],
     )
 
 
