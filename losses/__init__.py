@@ -3,13 +3,14 @@ weights from config, so an ablation is a config change and each term is logged b
 
 from losses.composite import Composite
 from losses.level import ClippingPenalty, LoudnessNormalized
-from losses.spectral import MultiResolutionSTFTLoss
+from losses.spectral import CompressedSpectralLoss, MultiResolutionSTFTLoss
 from losses.transducer import RNNTLoss
 from losses.waveform import L1Loss, SISDRLoss
 
 __all__ = [
     "ClippingPenalty",
     "Composite",
+    "CompressedSpectralLoss",
     "L1Loss",
     "LoudnessNormalized",
     "MultiResolutionSTFTLoss",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,3 +194,55 @@ def test_composite_without_weights_weighs_each_term_one_and_refuses_no_terms():
     assert total.item() == pytest.approx(3.0) and terms["a"].item() == pytest.approx(1.5)
     with pytest.raises(ValueError, match="loss.terms is empty"):
         Composite({}, {})
+
+
+def _numpy_stft(x: np.ndarray, n_fft: int = 512, hop: int = 256) -> np.ndarray:
+    """GTCRN's STFT by hand: reflect-padded by n_fft/2 (torch's center=True), periodic
+    square-root Hann, one-sided FFT per frame; (bins, frames)."""
+    padded = np.pad(x, n_fft // 2, mode="reflect")
+    window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft))
+    frames = [padded[i : i + n_fft] * window for i in range(0, len(padded) - n_fft + 1, hop)]
+    return np.fft.rfft(np.array(frames), axis=1).T
+
+
+def test_gtcrn_compressed_losses_match_a_hand_computed_stft():
+    from losses import CompressedSpectralLoss
+
+    g = np.random.default_rng(3)
+    target = g.standard_normal(4000) * 0.1
+    estimate = 0.6 * target + 0.03 * g.standard_normal(4000)
+    e, t = _numpy_stft(estimate), _numpy_stft(target)
+    me, mt = np.abs(e), np.abs(t)
+    magnitude = np.mean((me**0.3 - mt**0.3) ** 2)
+    d = e / me**0.7 - t / mt**0.7  # each bin's magnitude raised to 0.3, its phase kept
+    complex_ = np.mean(d.real**2) + np.mean(d.imag**2)
+    est, ref = torch.tensor(estimate[None], dtype=torch.float32), torch.tensor(target[None], dtype=torch.float32)
+    assert CompressedSpectralLoss("magnitude")(est, ref).item() == pytest.approx(magnitude, rel=1e-4)
+    assert CompressedSpectralLoss("complex")(est, ref).item() == pytest.approx(complex_, rel=1e-4)
+    # a pure gain g: both terms are (g^0.3 - 1)^2 times the mean of |X|^0.6
+    scaled = CompressedSpectralLoss("complex")(0.5 * ref, ref).item()
+    assert scaled == pytest.approx((0.5**0.3 - 1) ** 2 * np.mean(mt**0.6), rel=1e-4)
+    assert CompressedSpectralLoss("magnitude")(0.5 * ref, ref).item() == pytest.approx(scaled, rel=1e-4)
+    assert CompressedSpectralLoss("complex")(ref, ref).item() == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ValueError, match="part must be"):
+        CompressedSpectralLoss("phase")
+
+
+def test_the_gtcrn_loss_config_weighs_its_terms_as_gtcrn_does():
+    from trainer.build import build_loss
+
+    loss = build_loss(compose_cfg("loss=gtcrn").loss)
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(2, 4000, generator=g) * 0.1
+    estimate = target + 0.05 * torch.randn(2, 4000, generator=g)
+    total, terms = loss(estimate, target)
+    assert set(terms) == {"complex", "magnitude", "si_sdr"}
+    assert total.item() == pytest.approx(
+        30 * terms["complex"].item() + 70 * terms["magnitude"].item() + 0.1 * terms["si_sdr"].item(), rel=1e-6
+    )
+    # GTCRN's SI-SNR term: -log10 of the projected target's energy over the residual's, per example
+    x, s = estimate.double().numpy(), target.double().numpy()
+    x, s = x - x.mean(1, keepdims=True), s - s.mean(1, keepdims=True)
+    projected = (x * s).sum(1, keepdims=True) / (s * s).sum(1, keepdims=True) * s
+    bels = -np.log10((projected**2).sum(1) / ((x - projected) ** 2).sum(1)).mean()
+    assert 0.1 * terms["si_sdr"].item() == pytest.approx(bels, rel=1e-4)
