@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from trainer.data.augment import DRR_DB, PEAK, Augment, room_impulse_response
+from trainer.data.augment import DRR_DB, PEAK, Augment, peaking_coefficients, room_impulse_response
 from trainer.data.staged import Staged, Stages
 
 SR = 16000
@@ -174,6 +174,10 @@ def test_outputs_are_float32_finite_same_length_and_inputs_untouched():
         (dict(p_reverb=2.0), "augment.p_reverb"),
         (dict(rt60_seconds=[0.8, 0.2]), "augment.rt60_seconds"),
         (dict(reverb_target="damp"), "augment.reverb_target"),
+        (dict(p_eq=1.1), "augment.p_eq"),
+        (dict(p_noiseless=-1), "augment.p_noiseless"),
+        (dict(clip_db=[-6, 3]), "augment.clip_db"),
+        (dict(quantize_bits=[0, 8]), "augment.quantize_bits"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(kwargs, name):
@@ -252,3 +256,63 @@ def test_augment_group_reaches_training_batches_only():
     assert torch.equal(augmented["noisy"], again["noisy"]) and torch.equal(augmented["clean"], again["clean"])
     assert torch.equal(plain_val["noisy"], augmented_val["noisy"])  # validation is never augmented
     assert augmented["noisy"].abs().max() <= 0.99 + 1e-6
+
+
+def test_a_peaking_biquad_has_its_gain_at_its_frequency_and_none_far_from_it():
+    freq, gain, q = torch.tensor([1000.0, 3000.0]), torch.tensor([9.0, -12.0]), torch.tensor([1.0, 2.0])
+    a, b = peaking_coefficients(freq, gain, q, SR)
+    for row in range(2):
+        for f, want_db in ((freq[row].item(), gain[row].item()), (20.0, 0.0), (7900.0, 0.0)):
+            z = np.exp(-1j * 2 * np.pi * f / SR * np.arange(3))  # H(e^jw) = B(z) / A(z), by hand
+            got = 20 * np.log10(abs(np.dot(b[row].numpy(), z) / np.dot(a[row].numpy(), z)))
+            assert got == pytest.approx(want_db, abs=0.3 if want_db == 0 else 1e-3), (row, f)
+
+
+def test_eq_shapes_speech_and_noise_each_by_its_own_filters_and_the_target_is_the_shaped_speech():
+    from trainer.data.augment import _equalize
+
+    aug = Augment(SR, p_eq=1.0)
+    example = pair(4)
+    plan = aug.plan([11])
+    out = aug.apply({k: v[None] for k, v in example.items()}, plan)
+    bands = plan["augment.eq_bands"]
+    speech = _equalize(example["clean"][None], bands[:, 0], SR)
+    noise = _equalize((example["noisy"] - example["clean"])[None], bands[:, 1], SR)
+    torch.testing.assert_close(out["clean"], speech)
+    torch.testing.assert_close(out["noisy"], speech + noise)
+    assert not torch.allclose(bands[:, 0], bands[:, 1])  # two different colourings
+    gains = bands[..., 1].flatten()
+    assert bool(((gains >= -15) & (gains <= 15)).all()) and not torch.allclose(out["clean"][0], example["clean"])
+
+
+def test_noiseless_examples_have_the_clean_speech_as_input():
+    aug = Augment(SR, p_noiseless=0.5)
+    flagged = [k for k in range(40) if aug.plan([k])["augment.noiseless"][0]]
+    assert 8 < len(flagged) < 32
+    out = aug(pair(1), flagged[0])
+    torch.testing.assert_close(out["noisy"], out["clean"])
+    kept = next(k for k in range(40) if k not in flagged)
+    torch.testing.assert_close(aug(pair(1), kept)["noisy"], pair(1)["noisy"])
+
+
+def test_clipping_and_quantisation_damage_the_input_only():
+    example = pair(2)
+    clip = Augment(SR, p_clip=1.0, clip_db=[-6.0, -6.0])
+    out = clip(example, 5)
+    limit = example["noisy"].abs().max() * 10 ** (-6 / 20)
+    assert out["noisy"].abs().max().item() == pytest.approx(limit.item(), rel=1e-6)
+    torch.testing.assert_close(out["noisy"], example["noisy"].clamp(-limit, limit))
+    torch.testing.assert_close(out["clean"], example["clean"])
+    quantize = Augment(SR, p_quantize=1.0, quantize_bits=[8, 8])
+    out = quantize(example, 5)
+    torch.testing.assert_close(out["noisy"], torch.round(example["noisy"] * 128) / 128)
+    assert len(torch.unique(out["noisy"])) < len(torch.unique(example["noisy"]))
+    torch.testing.assert_close(out["clean"], example["clean"])
+
+
+def test_the_new_switches_leave_the_other_draws_as_they_were():
+    base = Augment(SR, **EVERYTHING, seed=5)
+    more = Augment(SR, **EVERYTHING, p_eq=0.5, p_noiseless=0.2, p_clip=0.3, p_quantize=0.3, seed=5)
+    a, b = base.plan(list(range(8))), more.plan(list(range(8)))
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value)

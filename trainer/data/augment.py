@@ -28,7 +28,8 @@ PEAK = 0.99  # outputs are scaled (never clipped) to stay below this
 # (-6 dB) to a close one (+6 dB). Fixed here rather than a knob nobody would tune.
 DRR_DB = (-6.0, 6.0)
 # Independent stream per augmentation (see the module docstring).
-_REVERB, _SNR, _BANDLIMIT, _GAIN, _SHIFT, _POLARITY = range(6)
+_REVERB, _SNR, _BANDLIMIT, _GAIN, _SHIFT, _POLARITY, _EQ, _NOISELESS, _CLIP, _QUANTIZE = range(10)
+EQ_BANDS = 2  # peaking biquads per shaped signal (DeepFilterNet's and RNNoise's random EQ)
 
 
 def _range(name: str, value: Sequence[float] | None, positive: bool = False) -> tuple[float, float] | None:
@@ -76,6 +77,28 @@ def _lowpass(x: torch.Tensor, cutoff: torch.Tensor, sample_rate: int) -> torch.T
     return x
 
 
+def peaking_coefficients(freq: torch.Tensor, gain_db: torch.Tensor, q: torch.Tensor, sample_rate: int):
+    """(a, b) of peaking-EQ biquads, one per row (the Audio EQ Cookbook's): `gain_db` at
+    `freq`, unity far from it, bandwidth set by `q`."""
+    w0 = 2 * math.pi * freq[:, None] / sample_rate
+    amp = 10 ** (gain_db[:, None] / 40)
+    alpha = torch.sin(w0) / (2 * q[:, None])
+    cos = torch.cos(w0)
+    b = torch.cat([1 + alpha * amp, -2 * cos, 1 - alpha * amp], dim=1)
+    a = torch.cat([1 + alpha / amp, -2 * cos, 1 - alpha / amp], dim=1)
+    return a, b
+
+
+def _equalize(x: torch.Tensor, bands: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Each row through its own cascade of peaking biquads; `bands` (rows, EQ_BANDS, 3):
+    frequency, gain in dB, Q."""
+    bands = bands.to(x)
+    for k in range(bands.shape[1]):
+        a, b = peaking_coefficients(bands[:, k, 0], bands[:, k, 1], bands[:, k, 2], sample_rate)
+        x = AF.lfilter(x, a, b, clamp=False, batching=True)
+    return x
+
+
 def _roll(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Row i rolled by shift[i], as torch.roll rolls it."""
     if staged.batched_path(x.device):  # one gather
@@ -99,10 +122,17 @@ def _rows(x: torch.Tensor, on: torch.Tensor, transform) -> torch.Tensor:
 class Augment:
     """Re-mixes, reverberates, band-limits, re-levels, shifts and flips training pairs.
 
-    Applied in a fixed order: reverb, SNR, band-limit, gain, shift, polarity. Reverb comes
-    before the SNR re-mix so that the drawn SNR is the one of the speech actually in the
-    mixture (reverberant), as in DNS-style recipes; the channel (band-limit) and level
-    (gain) apply to the finished recording; shift and polarity change no levels.
+    Applied in a fixed order: EQ, reverb, SNR, noise-free, band-limit, gain, shift,
+    polarity, then clipping and quantisation of the input alone. The EQ shapes speech and
+    noise each through its own random peaking filters (`p_eq`, `eq_db`: a talker's and a
+    microphone's colouring, a noise's own spectrum; the shaped speech is the target: the
+    model is to remove noise, not colour). Reverb comes before the SNR re-mix so that the
+    drawn SNR is the one of the speech actually in the mixture (reverberant), as in
+    DNS-style recipes. `p_noiseless` makes the input the clean speech itself (a model must
+    learn to leave clean speech alone, RNNoise's 1 in 8). The channel (band-limit) and
+    level (gain) apply to the finished recording; shift and polarity change no levels.
+    Clipping (`p_clip`, at `clip_db` below the input's peak) and quantisation (`p_quantize`,
+    to `quantize_bits`) damage the input only: the target stays clean.
     """
 
     def __init__(
@@ -117,6 +147,13 @@ class Augment:
         p_reverb: float = 0.0,
         rt60_seconds: Sequence[float] = (0.2, 0.8),
         reverb_target: str = "wet",
+        p_eq: float = 0.0,
+        eq_db: Sequence[float] = (-15.0, 15.0),
+        p_noiseless: float = 0.0,
+        p_clip: float = 0.0,
+        clip_db: Sequence[float] = (-20.0, -3.0),
+        p_quantize: float = 0.0,
+        quantize_bits: Sequence[float] = (8, 16),
         seed: int = 0,
     ):
         if sample_rate <= 0:
@@ -135,10 +172,20 @@ class Augment:
         self.p_reverb = _probability("p_reverb", p_reverb)
         self.rt60_seconds = _range("rt60_seconds", rt60_seconds, positive=True)
         self.reverb_target = reverb_target
+        self.p_eq = _probability("p_eq", p_eq)
+        self.eq_db = _range("eq_db", eq_db)
+        self.p_noiseless = _probability("p_noiseless", p_noiseless)
+        self.p_clip = _probability("p_clip", p_clip)
+        self.clip_db = _range("clip_db", clip_db)
+        if self.clip_db[1] > 0:
+            raise ValueError(f"augment.clip_db is below the peak, so <= 0 dB; got {list(clip_db)}")
+        self.p_quantize = _probability("p_quantize", p_quantize)
+        self.quantize_bits = _range("quantize_bits", quantize_bits, positive=True)
         self.seed = int(seed) % 2**64  # SeedSequence wants non-negative entropy
         self.active = bool(
             self.gain_db or self.snr_db or self.shift or self.p_polarity or self.p_bandlimit or self.p_reverb
-        )
+            or self.p_eq or self.p_noiseless or self.p_clip or self.p_quantize
+        )  # fmt: skip
 
     def _rng(self, key: int, stage: int) -> np.random.Generator:
         # A sequence, not an arithmetic mix: no two (seed, key) pairs can share a stream.
@@ -175,6 +222,26 @@ class Augment:
             )
         if self.p_polarity:
             plan["flip"] = np.array([self._rng(k, _POLARITY).random() < self.p_polarity for k in keys])
+        if self.p_eq:  # speech's bands, then the noise's: (rows, 2, EQ_BANDS, 3)
+            on, bands = np.zeros(b, bool), np.zeros((b, 2, EQ_BANDS, 3), np.float32)
+            for i, key in enumerate(keys):
+                if (rng := self._rng(key, _EQ)).random() < self.p_eq:
+                    on[i] = True
+                    size = (2, EQ_BANDS)
+                    bands[i, ..., 0] = np.exp(rng.uniform(math.log(80.0), math.log(0.45 * sr), size))
+                    bands[i, ..., 1] = rng.uniform(*self.eq_db, size)
+                    bands[i, ..., 2] = np.exp(rng.uniform(math.log(0.5), math.log(2.0), size))
+            plan.update(eq=on, eq_bands=bands)
+        if self.p_noiseless:
+            plan["noiseless"] = np.array([self._rng(k, _NOISELESS).random() < self.p_noiseless for k in keys])
+        if self.p_clip:
+            draws = [self._rng(k, _CLIP) for k in keys]
+            plan["clip"] = np.array([r.random() < self.p_clip for r in draws])
+            plan["clip_db"] = np.array([r.uniform(*self.clip_db) for r in draws])
+        if self.p_quantize:
+            draws = [self._rng(k, _QUANTIZE) for k in keys]
+            plan["quantize"] = np.array([r.random() < self.p_quantize for r in draws])
+            plan["bits"] = np.array([round(r.uniform(*self.quantize_bits)) for r in draws], np.int64)
         return {f"augment.{k}": torch.from_numpy(v) for k, v in plan.items()}
 
     def apply(self, batch: dict[str, torch.Tensor], plan: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -184,7 +251,15 @@ class Augment:
         clean = batch["clean"].float()
         noisy = batch["noisy"].float() if "noisy" in batch else None
         # the noise alone, where a stage needs it (each batch-sized temporary costs a loader time)
-        noise = noisy - clean if noisy is not None and ("reverb" in plan or "snr_db" in plan) else None
+        needs_noise = "reverb" in plan or "snr_db" in plan or "eq" in plan
+        noise = noisy - clean if noisy is not None and needs_noise else None
+
+        if "eq" in plan:  # speech and noise each shaped by its own filters; the shaped speech is the target
+            bands, on = plan["eq_bands"], plan["eq"]
+            clean = _rows(clean, on, lambda x, i: _equalize(x, bands[i, 0], self.sample_rate))
+            if noise is not None:
+                noise = _rows(noise, on, lambda x, i: _equalize(x, bands[i, 1], self.sample_rate))
+                noisy = clean + noise
 
         speech = clean  # what the listener hears, so what the SNR is measured on
         if "reverb" in plan:
@@ -201,6 +276,9 @@ class Augment:
             power = 10 ** (plan["snr_db"].to(p_noise) / 10)
             scale = torch.where(settable, torch.sqrt(p_speech / (p_noise * power).clamp_min(1e-300)), 1.0)
             noisy = torch.where(settable[:, None], speech + noise * scale[:, None].float(), noisy)
+
+        if "noiseless" in plan and noisy is not None:
+            noisy = torch.where(plan["noiseless"].to(clean.device)[:, None], speech, noisy)
 
         if "bandlimit" in plan:
             cutoff = plan["cutoff_hz"]
@@ -225,6 +303,14 @@ class Augment:
             shift = plan["shift"]
             clean = _roll(clean, shift)
             noisy = _roll(noisy, shift) if noisy is not None else None
+
+        # the input's channel alone: a clipped or coarsely quantised recording of clean speech
+        if "clip" in plan and noisy is not None:
+            limit = noisy.abs().amax(1, keepdim=True) * 10 ** (plan["clip_db"].to(noisy)[:, None] / 20)
+            noisy = torch.where(plan["clip"].to(noisy.device)[:, None], torch.clamp(noisy, -limit, limit), noisy)
+        if "quantize" in plan and noisy is not None:
+            steps = (2.0 ** (plan["bits"].to(noisy) - 1))[:, None]
+            noisy = torch.where(plan["quantize"].to(noisy.device)[:, None], torch.round(noisy * steps) / steps, noisy)
 
         out = dict(batch, clean=clean.contiguous())
         if noisy is not None:
