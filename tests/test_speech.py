@@ -147,3 +147,34 @@ def test_the_speech_benchmark_prints_the_anchor_beside_the_run_or_says_why_not(t
     assert anchor_rows == run_rows and "| espeak-ng speech, all" in anchor_rows and "| 0 dB" in anchor_rows, table
     anchor = next(line for line in table.splitlines() if "all | DeepFilterNet3" in line)
     assert float(anchor.split("|")[5].strip(" *")) > 2  # its SI-SDRi on speech it never heard
+
+
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)"
+)
+def test_the_recipe_benchmark_groups_seed_repeats_and_keeps_its_scores(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TINY
+    from trainer.data import speech_testset
+
+    speech_testset.build(tmp_path / "speech", sentences=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    subprocess.run([sys.executable, "-m", "trainer", "-m", *TINY, "trainer.epochs=1", "trainer.seed=0,1",
+                    f"hydra.sweep.dir={tmp_path}/sweep", f"outputs={tmp_path}/out"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    bench = [sys.executable, "-m", "benchmarks.recipe", str(tmp_path / "sweep"), "--data", str(tmp_path / "speech")]
+    table = subprocess.run(bench, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    (row,) = [line for line in table.splitlines() if line.startswith("| default |")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == "2" and "[" in cells[4]  # two seeds: a mean with its interval
+    kept = {p: json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/speech-figures.json")}
+    assert len(kept) == 2
+    mean = sum(next(iter(k.values()))["SI-SDRi"] for k in kept.values()) / 2
+    assert cells[4].startswith(f"{mean:.2f}")
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+    again = subprocess.run(bench, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    assert again == table and {p: p.stat().st_mtime_ns for p in kept} == stamps  # from the kept scores
