@@ -186,8 +186,7 @@ def cancel(jobs: dict[Path, str]) -> dict[Path, str]:
     subprocess.run(["scancel", *sorted(set(jobs.values()))], check=True, capture_output=True, text=True, timeout=60)
     user = getpass.getuser()
     for run_dir, job_id in jobs.items():
-        record(run_dir, job_id)  # the record exists; kept as it is, with the mark added
-        data = recorded(run_dir)
+        data = recorded(run_dir)  # the job's record, with the mark added
         data["cancelled"] = {"by": user, "at": time.time(), "job_id": job_id}
         write_json(Path(run_dir) / SLURM, data)
     return jobs
