@@ -1,9 +1,10 @@
 """Benchmark: the exported streaming model, one hop per call on one CPU thread.
 
-    python -m benchmarks.export [--seconds 20] [--repeats 3]
+    python -m benchmarks.export [--model lstm|gtcrn] [--seconds 20] [--repeats 3]
 
-Builds the default model (the causal LSTM enhancer of conf/model/lstm.yaml; random
-weights: speed does not depend on them), exports it with `python -m trainer.export`, and
+Builds the default model (the causal LSTM enhancer of conf/model/lstm.yaml) or, with
+`--model gtcrn`, the GTCRN (conf/model/gtcrn.yaml), with random weights (speed does not
+depend on them), exports it with `python -m trainer.export`, and
 feeds `--seconds` of audio through each form one hop at a time, as an application's audio
 callback would: ONNX Runtime (one intra-op and inter-op thread), TorchScript and eager
 PyTorch (`torch.set_num_threads(1)`). Reports the per-hop compute time (median and 99th
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import untrained_checkpoint
-from models.streaming import STATE_NAMES, StreamingEnhancer
+from models.streaming import streaming_form
 from trainer.inference import export
 from trainer.inference.loading import load_model
 from trainer.provenance import cpu
@@ -44,26 +45,29 @@ def hop_times(step, audio: torch.Tensor, state, hop: int) -> np.ndarray:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["lstm", "gtcrn"], default="lstm")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         root = Path(tmp)
-        ckpt = untrained_checkpoint(root)
+        ckpt = untrained_checkpoint(root, (f"model={args.model}",))
         start = time.perf_counter()
         if export.main([str(ckpt), "-o", str(root / "export")]) != 0:
             raise SystemExit("trainer.export failed")
         export_seconds = time.perf_counter() - start
         info = json.loads((root / "export" / "export.json").read_text())
         model, _ = load_model(ckpt, torch.device("cpu"))
-        eager = StreamingEnhancer(model, info["sample_rate"]).eval()
+        eager = streaming_form(model, info["sample_rate"]).eval()
         hop, rate = info["hop"], info["sample_rate"]
         hops = int(args.seconds * rate) // hop
         audio = torch.randn(1, hops * hop, generator=torch.Generator().manual_seed(0)) * 0.1
         forms = {
-            "ONNX Runtime": export.OnnxStep(root / "export" / "streaming.onnx", ["chunk", *STATE_NAMES], threads=1),
-            "TorchScript": torch.jit.load(str(root / "export" / "streaming.pt")),
+            "ONNX Runtime": export.OnnxStep(
+                root / "export" / "streaming.onnx", ["chunk", *eager.state_names], threads=1
+            ),
+            "TorchScript": export.load_torchscript(root / "export" / "streaming.pt"),
             "PyTorch eager": eager,
         }
         rows = []
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> int:
     lat = info["latency"]
     params = sum(p.numel() for p in model.parameters())
     print(f"Streaming export, one hop per call, 1 thread; {cpu()['model']}, {os.cpu_count()} cores; "
-          f"torch {torch.__version__}; default model (LSTM enhancer, {params / 1e3:.0f} k parameters, "
+          f"torch {torch.__version__}; model={args.model} ({type(model).__name__}, {params / 1e3:.1f} k parameters, "
           f"n_fft {info['n_fft']}, hop {hop} at {rate} Hz); {args.seconds:g} s of audio, "
           f"best of {args.repeats}\n")  # fmt: skip
     print("| form | per-hop median ms | per-hop p99 ms | RTF |\n|---|---|---|---|")

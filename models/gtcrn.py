@@ -31,10 +31,14 @@ description and its authors' reference for the exact sizes.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models.representations import FrameDFT, frame_envelope, stream_latency
 
 
 def erb_matrix(low_bins: int, bands: int, n_fft: int, sample_rate: int) -> torch.Tensor:
@@ -75,9 +79,12 @@ class FixedLinear(nn.Module):
 
 
 def sub_bands(x: torch.Tensor) -> torch.Tensor:
-    """SFE: (B, C, T, F) -> (B, 3C, T, F), each frequency with its two neighbours."""
-    b, c, t, f = x.shape
-    return F.unfold(x, kernel_size=(1, 3), padding=(0, 1)).reshape(b, 3 * c, t, f)
+    """SFE: (B, C, T, F) -> (B, 3C, T, F), each frequency with its two neighbours (channel
+    3c + k: neighbour k - 1 of channel c, the order of an unfold of width 3, written with
+    slices because ONNX has no unfold)."""
+    padded = F.pad(x, (1, 1))
+    f = x.shape[-1]
+    return torch.stack([padded[..., k : k + f] for k in range(3)], dim=2).flatten(1, 2)
 
 
 class TemporalAttention(nn.Module):
@@ -88,10 +95,13 @@ class TemporalAttention(nn.Module):
         self.gru = nn.GRU(channels, 2 * channels, batch_first=True)
         self.fc = nn.Linear(2 * channels, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None):
+        """(B, C, T, F) -> the same, gained; with `hidden` (B, 2C), the GRU's state before
+        these frames, also returns its state after them (the streaming form)."""
         energy = x.pow(2).mean(-1).transpose(1, 2)  # (B, T, C)
-        gain = torch.sigmoid(self.fc(self.gru(energy)[0])).transpose(1, 2)
-        return x * gain[..., None]
+        y, last = self.gru(energy, None if hidden is None else hidden[None].contiguous())
+        gain = torch.sigmoid(self.fc(y)).transpose(1, 2)
+        return x * gain[..., None] if hidden is None else (x * gain[..., None], last[0])
 
 
 class ConvBlock(nn.Module):
@@ -133,6 +143,16 @@ class GTConvBlock(nn.Module):
         h = self.attention(self.point2(h))
         return torch.stack([h, x2], dim=2).flatten(1, 2)  # (B, C, T, F), the halves interleaved
 
+    def step(self, x: torch.Tensor, past: torch.Tensor, hidden: torch.Tensor):
+        """One frame (B, C, 1, F), with the depth-wise convolution's `past` input frames
+        (B, C, pad, F) in place of the zero padding and the attention GRU's `hidden`:
+        (output, past, hidden) for the next frame."""
+        x1, x2 = x.chunk(2, dim=1)
+        h = torch.cat([past, self.point1(sub_bands(x1))], dim=2)
+        past = h[:, :, 1:]
+        h, hidden = self.attention(self.point2(self.depth(h)), hidden)
+        return torch.stack([h, x2], dim=2).flatten(1, 2), past, hidden
+
 
 class GroupedGRU(nn.Module):
     """Two GRUs, each on half of the features."""
@@ -142,9 +162,15 @@ class GroupedGRU(nn.Module):
         self.a = nn.GRU(size // 2, hidden // 2, batch_first=True, bidirectional=bidirectional)
         self.b = nn.GRU(size // 2, hidden // 2, batch_first=True, bidirectional=bidirectional)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None):
+        """(N, T, size) -> (N, T, hidden); a unidirectional pair given `hidden` (N, hidden),
+        the two GRUs' states side by side, also returns them after these frames."""
         x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([self.a(x1)[0], self.b(x2)[0]], dim=-1)
+        if hidden is None:
+            return torch.cat([self.a(x1)[0], self.b(x2)[0]], dim=-1)
+        h1, h2 = hidden.chunk(2, dim=-1)
+        (y1, h1), (y2, h2) = self.a(x1, h1[None].contiguous()), self.b(x2, h2[None].contiguous())
+        return torch.cat([y1, y2], dim=-1), torch.cat([h1[0], h2[0]], dim=-1)
 
 
 class DualPathGRNN(nn.Module):
@@ -159,15 +185,22 @@ class DualPathGRNN(nn.Module):
         self.inter_fc = nn.Linear(channels, channels)
         self.inter_norm = nn.LayerNorm((width, channels), eps=1e-8)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None):
+        """(B, C, T, F) -> the same; given `hidden` (B, F, C), the time GRUs' state before
+        these frames, also returns it after them (the streaming form)."""
         b, c, t, f = x.shape
         x = x.permute(0, 2, 3, 1)  # (B, T, F, C)
         across = self.intra_fc(self.intra(x.reshape(b * t, f, c))).reshape(b, t, f, c)
         x = x + self.intra_norm(across)
         along = x.transpose(1, 2).reshape(b * f, t, c)
-        along = self.inter_fc(self.inter(along)).reshape(b, f, t, c).transpose(1, 2)
-        x = x + self.inter_norm(along)
-        return x.permute(0, 3, 1, 2)
+        if hidden is None:
+            along = self.inter(along)
+        else:
+            along, hidden = self.inter(along, hidden.reshape(b * f, c))
+            hidden = hidden.reshape(b, f, c)
+        along = self.inter_fc(along).reshape(b, f, t, c).transpose(1, 2)
+        x = (x + self.inter_norm(along)).permute(0, 3, 1, 2)
+        return x if hidden is None else (x, hidden)
 
 
 class GTCRN(nn.Module):
@@ -215,9 +248,8 @@ class GTCRN(nn.Module):
         length = x.shape[-1]
         with torch.autocast(x.device.type, enabled=False):  # the STFT and the mask in float32
             spec = torch.stft(x.float(), self.n_fft, self.hop, window=self.window, return_complex=True)
-            spec = spec.transpose(1, 2)  # (B, T, F)
-            feats = torch.stack([spec.abs(), spec.real, spec.imag], dim=1)  # (B, 3, T, F)
-        h = sub_bands(self.merge(feats))
+            re, im = spec.real.transpose(1, 2), spec.imag.transpose(1, 2)  # (B, T, F)
+        h = features(re, im, self.merge)
         skips = []
         for block in self.encoder:
             h = block(h)
@@ -226,7 +258,106 @@ class GTCRN(nn.Module):
         for block, skip in zip(self.decoder, reversed(skips)):
             h = block(h + skip)
         with torch.autocast(x.device.type, enabled=False):
-            mask = self.spread(h.float())  # (B, 2, T, F)
-            mask = torch.complex(mask[:, 0], mask[:, 1])
-            out = (spec * mask).transpose(1, 2)
+            re, im = apply_mask(re, im, self.spread(h.float()))
+            out = torch.complex(re, im).transpose(1, 2)
             return torch.istft(out, self.n_fft, self.hop, window=self.window, length=length)
+
+
+def features(re: torch.Tensor, im: torch.Tensor, merge) -> torch.Tensor:
+    """The spectrum (B, T, bins) as the encoder's input: magnitude, real and imaginary part,
+    ERB-merged, with each band's neighbours (B, 9, T, merged)."""
+    return sub_bands(merge(torch.stack([torch.sqrt(re.square() + im.square()), re, im], dim=1)))
+
+
+def apply_mask(re: torch.Tensor, im: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spectrum times the complex ratio mask (B, 2, T, bins), in real arithmetic."""
+    m_re, m_im = mask[:, 0], mask[:, 1]
+    return re * m_re - im * m_im, re * m_im + im * m_re
+
+
+class StreamingGTCRN(nn.Module):
+    """A `GTCRN` run one hop at a time, every piece of its state passed in and handed back
+    (the form `trainer.export` writes and `trainer.enhance --stream` runs), like
+    models/streaming.py's LSTM:
+
+        out, frame, overlap, conv, attention, grnn = step(chunk, frame, overlap, conv, attention, grnn)
+
+    | tensor      | shape                     | what it holds                                        |
+    |-------------|---------------------------|------------------------------------------------------|
+    | `chunk`     | (B, hop)                  | the next `hop` input samples                         |
+    | `out`       | (B, hop)                  | `hop` output samples, `n_fft - hop` samples behind   |
+    | `frame`     | (B, n_fft - hop)          | the last input samples: the next frame's first part  |
+    | `overlap`   | (B, n_fft - hop)          | the overlap-add tail of the frames synthesised so far|
+    | `conv`      | (B, C, 32, bands / 4 + 1) | the six GT-Conv blocks' past frames (2 x dilation each) |
+    | `attention` | (B, 6, C)                 | the six temporal attention GRUs' states              |
+    | `grnn`      | (B, 2, bands / 4 + 1, C)  | the two dual-path blocks' time GRUs' states          |
+
+    All state starts at zero. Each call cuts one frame (the stored samples plus the chunk),
+    takes its DFT with two matrix products (ONNX has no complex tensors), runs every block
+    of the trained model on that one frame (the depth-wise convolutions read their stored
+    past frames instead of zero padding, the GRUs start from their stored states) and
+    overlap-adds the masked frame: the whole-utterance model's arithmetic, so the stream
+    equals it once its centred, reflect-padded first frame is out of the way
+    (tests/test_gtcrn.py checks it)."""
+
+    state_names = ("frame", "overlap", "conv", "attention", "grnn")
+    batch_dims = (0, 0, 0, 0, 0)
+
+    def __init__(self, model: GTCRN, sample_rate: int):
+        super().__init__()
+        self.model = copy.deepcopy(model).float().eval()  # batch norms with their running statistics
+        self.n_fft, self.hop, self.sample_rate = model.n_fft, model.hop, sample_rate
+        self.dft = FrameDFT(self.n_fft)
+        self.blocks = [b for b in (*self.model.encoder, *self.model.decoder) if isinstance(b, GTConvBlock)]
+        self.past = [b.pad for b in self.blocks]
+        self.register_buffer("envelope", frame_envelope(model.window, self.hop), persistent=False)
+
+    def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        channels, width = m.encoder[0].conv.out_channels, m.dual_path[0].intra_norm.normalized_shape[0]
+        tail = self.n_fft - self.hop
+        return (
+            torch.zeros(batch, tail),
+            torch.zeros(batch, tail),
+            torch.zeros(batch, channels, sum(self.past), width),
+            torch.zeros(batch, len(self.blocks), channels),
+            torch.zeros(batch, len(m.dual_path), width, channels),
+        )
+
+    def forward(self, chunk, frame, overlap, conv, attention, grnn):
+        m = self.model
+        x = torch.cat([frame, chunk], dim=-1)  # (B, n_fft): the newest frame
+        re, im = self.dft(x * m.window)
+        re, im = re[:, None], im[:, None]  # (B, 1 frame, bins)
+        h = features(re, im, m.merge)
+        pasts, hiddens, grnns = [], [], []
+        cuts = iter(torch.split(conv, self.past, dim=2))
+        k = 0
+
+        def through(block, h):
+            nonlocal k
+            if not isinstance(block, GTConvBlock):
+                return block(h)
+            h, past, hidden = block.step(h, next(cuts), attention[:, k])
+            pasts.append(past)
+            hiddens.append(hidden)
+            k += 1
+            return h
+
+        skips = []
+        for block in m.encoder:
+            h = through(block, h)
+            skips.append(h)
+        for j, block in enumerate(m.dual_path):
+            h, g = block(h, grnn[:, j])
+            grnns.append(g)
+        for block, skip in zip(m.decoder, reversed(skips)):
+            h = through(block, h + skip)
+        re, im = apply_mask(re, im, m.spread(h))
+        total = self.dft.inverse(re[:, 0], im[:, 0]) * m.window + nn.functional.pad(overlap, (0, self.hop))
+        out = total[:, : self.hop] / self.envelope
+        return (out, x[:, self.hop :], total[:, self.hop :], torch.cat(pasts, dim=2),
+                torch.stack(hiddens, dim=1), torch.stack(grnns, dim=1))  # fmt: skip
+
+    def latency(self) -> dict[str, float]:
+        return stream_latency(self.n_fft, self.hop, self.sample_rate)

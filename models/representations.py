@@ -242,6 +242,31 @@ class FrameDFT(nn.Module):
         return re @ self.icos + im @ self.isin
 
 
+def frame_envelope(window: torch.Tensor, hop: int) -> torch.Tensor:
+    """(hop,): what a streaming overlap-add divides each output hop by, the sum of the squared
+    synthesis windows of all frames over it (as torch.istft and `Waveform`'s fold do)."""
+    window = window.detach().float()
+    envelope = torch.zeros(hop)
+    for start in range(0, window.numel(), hop):
+        part = window[start : start + hop].pow(2)
+        envelope[: part.numel()] += part
+    return envelope.clamp_min(1e-8)
+
+
+def stream_latency(n_fft: int, hop: int, sample_rate: int) -> dict[str, float]:
+    """A frame-by-frame stream's delays: output sample i is input sample i - (n_fft - hop);
+    with the hop a sample waits to be buffered, n_fft samples; DNS-Challenge rules also
+    count one hop of compute: n_fft + hop."""
+    ms = 1000.0 / sample_rate
+    return {
+        "hop_ms": hop * ms,
+        "window_ms": n_fft * ms,
+        "output_delay_samples": n_fft - hop,
+        "algorithmic_ms": n_fft * ms,
+        "algorithmic_plus_hop_ms": (n_fft + hop) * ms,
+    }
+
+
 class LogMel(Representation):
     """log(mel power + floor) frames, for recognition front ends (no synthesis)."""
 

@@ -1,4 +1,7 @@
-"""A causal `LSTMEnhancer` run one hop at a time, with all of its state passed in and handed
+"""The streaming forms (`streaming_form`): the GTCRN's is `models.gtcrn.StreamingGTCRN`;
+this module holds the causal LSTM's, and the bidirectional LSTM's whole-utterance export.
+
+A causal `LSTMEnhancer` run one hop at a time, with all of its state passed in and handed
 back, so that a runtime with no notion of PyTorch modules (TorchScript, ONNX Runtime, an
 application's audio callback) can run it:
 
@@ -42,15 +45,26 @@ import math
 import torch
 from torch import nn
 
+from models.gtcrn import GTCRN, StreamingGTCRN
 from models.lstm import LSTMEnhancer
-from models.representations import FrameDFT
+from models.representations import FrameDFT, frame_envelope, stream_latency
 
 STATE_NAMES = ("frame", "overlap", "h", "c", "level")
 
 
 def is_streamable(model) -> bool:
-    """A causal LSTM enhancer: the one model with a hop-by-hop form."""
-    return isinstance(model, LSTMEnhancer) and not model.rnn.lstm.bidirectional
+    """The models with a hop-by-hop form: a causal LSTM enhancer and the GTCRN."""
+    return isinstance(model, GTCRN) or (isinstance(model, LSTMEnhancer) and not model.rnn.lstm.bidirectional)
+
+
+def streaming_form(model, sample_rate: int, level_seconds: float = 3.0, fixed_scale: float | None = None):
+    """`model`'s hop-by-hop form: a module `step(chunk, *state) -> (out, *state)` with
+    `initial_state(batch)`, `state_names`, `batch_dims` (each state's batch axis), `hop`,
+    `n_fft` and `latency()`. The level arguments are the LSTM's (the GTCRN sees the spectrum
+    as it is: it has no level normalisation)."""
+    if isinstance(model, GTCRN):
+        return StreamingGTCRN(model, sample_rate)
+    return StreamingEnhancer(model, sample_rate, level_seconds=level_seconds, fixed_scale=fixed_scale)
 
 
 def _exportable_copy(model: LSTMEnhancer):
@@ -62,6 +76,9 @@ def _exportable_copy(model: LSTMEnhancer):
 
 
 class StreamingEnhancer(nn.Module):
+    state_names = STATE_NAMES
+    batch_dims = (0, 0, 1, 1, 0)
+
     def __init__(
         self,
         model: LSTMEnhancer,
@@ -83,14 +100,7 @@ class StreamingEnhancer(nn.Module):
         # weighted power: p' = decay * p + mean(chunk^2), weight' = decay * weight + 1
         self.decay = math.exp(-self.hop / (level_seconds * sample_rate)) if math.isfinite(level_seconds) else 1.0
         self.dft = FrameDFT(self.n_fft)
-        window = rep.synthesis_window.detach().float()
-        # Each output sample is divided by the sum of the squared synthesis windows of all
-        # frames over it, as torch.istft and the waveform model's fold do.
-        envelope = torch.zeros(self.hop)
-        for start in range(0, self.n_fft, self.hop):
-            part = window[start : start + self.hop].pow(2)
-            envelope[: part.numel()] += part
-        self.register_buffer("envelope", envelope.clamp_min(1e-8), persistent=False)
+        self.register_buffer("envelope", frame_envelope(rep.synthesis_window, self.hop), persistent=False)
 
     def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         lstm, tail = self.lstm, self.n_fft - self.hop
@@ -119,14 +129,7 @@ class StreamingEnhancer(nn.Module):
         return out, x[:, self.hop :], total[:, self.hop :], h, c, level
 
     def latency(self) -> dict[str, float]:
-        ms = 1000.0 / self.sample_rate
-        return {
-            "hop_ms": self.hop * ms,
-            "window_ms": self.n_fft * ms,
-            "output_delay_samples": self.n_fft - self.hop,
-            "algorithmic_ms": self.n_fft * ms,
-            "algorithmic_plus_hop_ms": (self.n_fft + self.hop) * ms,
-        }
+        return stream_latency(self.n_fft, self.hop, self.sample_rate)
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """python -m trainer.export: the streaming form of the causal LSTM equals the offline model,
-and the exported TorchScript and ONNX files equal the PyTorch model fed chunk by chunk."""
+and the exported TorchScript and ONNX files (the LSTM's and the GTCRN's) equal the PyTorch
+model fed chunk by chunk."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from models.conv import ConvUNet
 from models.lstm import LSTMEnhancer
-from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, run
+from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, run, streaming_form
 from trainer.inference import export
 from trainer.inference.loading import load_model
 
@@ -122,6 +123,38 @@ def test_export_cli_streaming(checkpoint, tmp_path, capsys):
     outs = []
     for chunk in x.numpy().reshape(3, -1, hop).transpose(1, 0, 2):  # one hop per call, as an application would
         out_hop, *state = session.run(None, dict(zip(["chunk", *STATE_NAMES], [chunk, *state])))
+        outs.append(out_hop)
+    np.testing.assert_allclose(np.concatenate(outs, axis=-1), reference.numpy(), atol=1e-4, rtol=0)
+
+
+def test_export_cli_streams_a_gtcrn(tmp_path, capsys):
+    """The GTCRN exports in its streaming form (models/gtcrn.py): its five state tensors
+    named in export.json and in the ONNX graph, batch axis free, one hop per call in ONNX
+    Runtime equal to the PyTorch stream."""
+    from tests.helpers import untrained_checkpoint
+
+    checkpoint = untrained_checkpoint(tmp_path, "model=gtcrn")
+    out = tmp_path / "export"
+    assert export.main([str(checkpoint), "-o", str(out)]) == 0
+    info = json.loads((out / "export.json").read_text())
+    assert info["kind"] == "streaming" and info["files"] == {"torchscript": "streaming.pt", "onnx": "streaming.onnx"}
+    assert list(info["inputs"]) == ["chunk", "frame", "overlap", "conv", "attention", "grnn"]
+    assert info["inputs"]["conv"] == ["batch", 16, 32, 33] and info["level_seconds"] is None
+    assert "algorithmic latency 32.0 ms" in capsys.readouterr().out
+
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    step = streaming_form(model, 16000)
+    x = torch.randn(3, 40 * step.hop, generator=torch.Generator().manual_seed(4)) * 0.2
+    reference = run(step, x, step.initial_state(3), step.hop)
+    scripted = export.load_torchscript(out / "streaming.pt")
+    torch.testing.assert_close(run(scripted, x, step.initial_state(3), step.hop), reference, atol=1e-4, rtol=0)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "streaming.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    state, outs = [s.numpy() for s in step.initial_state(3)], []
+    for chunk in x.numpy().reshape(3, -1, step.hop).transpose(1, 0, 2):
+        out_hop, *state = session.run(None, dict(zip(names, [chunk, *state])))
         outs.append(out_hop)
     np.testing.assert_allclose(np.concatenate(outs, axis=-1), reference.numpy(), atol=1e-4, rtol=0)
 

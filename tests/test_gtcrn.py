@@ -1,13 +1,14 @@
 """The GTCRN-style enhancer (models/gtcrn.py) against its design: GTCRN's size and cost
 (23.67 k parameters, 33.0 M MACs per second, as its authors count them with ptflops), its
-causality, and its ERB filters."""
+causality, its ERB filters, and its streaming form against the whole-utterance model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.gtcrn import GTCRN, FixedLinear, erb_matrix
+from models.gtcrn import GTCRN, FixedLinear, StreamingGTCRN, erb_matrix
+from models.streaming import run
 
 
 def test_its_size_is_the_designs():
@@ -54,3 +55,38 @@ def test_the_erb_filters_cover_the_upper_band_and_the_shape_is_checked():
         GTCRN(erb_bands=63)
     with pytest.raises(ValueError, match="model.hidden"):
         GTCRN(hidden=6)
+
+
+def model_with_statistics() -> GTCRN:
+    """A GTCRN in eval mode whose batch norms have running statistics other than (0, 1), as a
+    trained one has: the stream must use them as the whole-utterance model does."""
+    torch.manual_seed(0)
+    model = GTCRN().eval()
+    g = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+def test_the_stream_reproduces_the_whole_utterance_model():
+    """Hop by hop with carried state: the offline output n_fft - hop samples later, once the
+    offline model's centred, reflect-padded first frame is out of the way (the signal starts
+    with a frame of silence, whose reflection is silence too); each batch item on its own."""
+    model = model_with_statistics()
+    step = StreamingGTCRN(model, 16000)
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.pad(torch.randn(2, 12000, generator=g) * torch.tensor([[0.3], [0.01]]), (512, 0))
+    with torch.no_grad():
+        offline = model(x)
+    streamed = run(step, x, step.initial_state(2), step.hop)
+    delay, usable = 512 - 256, x.shape[-1] - 512  # the offline model's reflect-padded end differs too
+    assert offline[:, :usable].abs().max() > 0.01
+    torch.testing.assert_close(streamed[:, delay : delay + usable], offline[:, :usable], atol=1e-5, rtol=0)
+    alone = run(step, x[1:], step.initial_state(1), step.hop)
+    torch.testing.assert_close(alone, streamed[1:], atol=1e-6, rtol=0)
+    names = dict(zip(step.state_names, step.initial_state(3)))
+    assert names["conv"].shape == (3, 16, 2 * (1 + 2 + 5) * 2, 33)  # six blocks: 2 x dilation past frames each
+    assert names["attention"].shape == (3, 6, 16) and names["grnn"].shape == (3, 2, 33, 16)
+    assert step.latency()["algorithmic_ms"] == 32.0

@@ -21,10 +21,10 @@ one), and joined with complementary raised-cosine crossfades over the overlaps, 
 is no seam. A file that fits in one chunk gets exactly the model's one-shot output. The
 models normalise each input's level, so a chunked output differs slightly from a one-shot
 output of the whole file (tests/test_enhance.py bounds the difference). `--stream` runs a
-causal LSTM checkpoint hop by hop instead, its state carried from one hop to the next
-(models/streaming.py, the form `python -m trainer.export` writes): the output a real-time
-deployment would give, with no chunks, in constant memory, and its level a running RMS
-over the past `--level-seconds`.
+causal LSTM or GTCRN checkpoint hop by hop instead, its state carried from one hop to the
+next (models/streaming.py, the form `python -m trainer.export` writes): the output a
+real-time deployment would give, with no chunks, in constant memory (the LSTM's level a
+running RMS over the past `--level-seconds`; the GTCRN has no level to track).
 
 `--score` rates every input and output with DNSMOS P.835 (reference-free;
 trainer/inference/dnsmos.py) into `<out>/dnsmos.csv` and prints the means. Existing outputs are
@@ -47,7 +47,7 @@ import torch
 import torchaudio.functional as AF
 
 from models.lstm import LSTMEnhancer
-from models.streaming import StreamingEnhancer, is_streamable
+from models.streaming import is_streamable, streaming_form
 from models.streaming import run as run_stream
 from trainer.checkpoint import CheckpointError
 from trainer.data import audio_io
@@ -96,7 +96,7 @@ def enhance(model, audio: torch.Tensor, chunk: int, overlap: int, batch: int, de
 
 
 @torch.no_grad()
-def enhance_streaming(step: StreamingEnhancer, audio: torch.Tensor, device: torch.device) -> torch.Tensor:
+def enhance_streaming(step, audio: torch.Tensor, device: torch.device) -> torch.Tensor:
     """`audio` (time,) hop by hop with carried state, realigned: the stream's output lags by
     n_fft - hop samples, so that many zeros are fed after the end and the lag cut off."""
     delay = step.n_fft - step.hop
@@ -123,7 +123,7 @@ def process(path: Path, target: Path, model, task: AudioTask, args, device: torc
         x = torch.from_numpy(np.ascontiguousarray(channel))
         if rate != model_rate:
             x = AF.resample(x, *audio_io._ratio(path, rate, model_rate))
-        y = (enhance_streaming(model, x, device) if isinstance(model, StreamingEnhancer)
+        y = (enhance_streaming(model, x, device) if args.stream
              else enhance(model, x, chunk, overlap, args.batch, device))  # fmt: skip
         if out_rate != model_rate:
             y = AF.resample(y, *audio_io._ratio(path, model_rate, out_rate))
@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--stream", action="store_true", help="causal LSTM checkpoints: hop by hop with carried state, no chunks"
+        "--stream",
+        action="store_true",
+        help="causal LSTM and GTCRN checkpoints: hop by hop with carried state, no chunks",
     )
     parser.add_argument("--level-seconds", type=float, default=3.0, help="--stream: the running level's time constant")
     parser.add_argument(
@@ -186,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream:
             if not is_streamable(model):
                 raise CheckpointError(
-                    f"{args.checkpoint}: --stream needs a causal (unidirectional) LSTM enhancer, "
+                    f"{args.checkpoint}: --stream needs a GTCRN or a causal (unidirectional) LSTM enhancer, "
                     f"not {type(model).__name__}{' (bidirectional)' if isinstance(model, LSTMEnhancer) else ''}"
                 )
             if not args.level_seconds > 0:
                 parser.error("--level-seconds must be > 0")
-            model = StreamingEnhancer(model, task.sample_rate, level_seconds=args.level_seconds).to(device).eval()
+            model = streaming_form(model, task.sample_rate, level_seconds=args.level_seconds).to(device).eval()
         if args.source.is_dir():
             files = audio_io.list_audio(args.source, recursive=True)
         elif args.source.is_file():

@@ -3,9 +3,9 @@
     python -m trainer.export <checkpoint.pt or run dir> -o <out dir>
                              [--formats torchscript,onnx] [--level-seconds 3] [--fixed-scale RMS] [--overwrite]
 
-A causal (unidirectional) `LSTMEnhancer` exports as a **streaming** model: one hop of audio
-per call, its frame, overlap-add, LSTM and level state passed in and handed back
-(models/streaming.py), as `streaming.pt` (TorchScript) and `streaming.onnx`. Any other
+A causal (unidirectional) `LSTMEnhancer` or a `GTCRN` exports as a **streaming** model: one
+hop of audio per call, its frame, overlap-add and network state passed in and handed back
+(models/streaming.py, models/gtcrn.py), as `streaming.pt` (TorchScript) and `streaming.onnx`. Any other
 model (a bidirectional LSTM, the conv U-Net) exports **whole-utterance**, audio (B, time)
 in and out, as `model.pt` and `model.onnx`. ONNX files use opset 18 (torch.onnx's dynamo
 exporter; 18 is its lowest) and a dynamic batch (and, whole-utterance, time) axis.
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from models.lstm import LSTMEnhancer
-from models.streaming import STATE_NAMES, StreamingEnhancer, WholeUtterance, is_streamable, run
+from models.streaming import WholeUtterance, is_streamable, run, streaming_form
 from trainer.checkpoint import CheckpointError
 from trainer.files import write_json
 from trainer.inference.loading import load_audio_model
@@ -54,11 +54,11 @@ def test_signal(sample_rate: int, seconds: float = 2.0, batch: int = 2) -> torch
     return x + 0.3 * torch.sin(2 * math.pi * 220 * t) * bursts
 
 
-def state_shapes(streaming: StreamingEnhancer) -> dict[str, list]:
-    shapes = {name: list(s.shape) for name, s in zip(STATE_NAMES, streaming.initial_state(1))}
-    shapes["h"][1] = shapes["c"][1] = "batch"
-    for name in ("frame", "overlap", "level"):
-        shapes[name][0] = "batch"
+def state_shapes(step) -> dict[str, list]:
+    """Each state tensor's shape, its batch axis named."""
+    shapes = {name: list(s.shape) for name, s in zip(step.state_names, step.initial_state(1))}
+    for name, axis in zip(step.state_names, step.batch_dims):
+        shapes[name][axis] = "batch"
     return shapes
 
 
@@ -109,9 +109,10 @@ def export_onnx(module, args: tuple, path: Path, inputs: list[str], outputs: lis
 
 
 def export_streaming(model, sample_rate: int, out: Path, formats, level_seconds, fixed_scale) -> dict:
-    step = StreamingEnhancer(model, sample_rate, level_seconds=level_seconds, fixed_scale=fixed_scale).eval()
+    step = streaming_form(model, sample_rate, level_seconds=level_seconds, fixed_scale=fixed_scale).eval()
     example = (torch.zeros(2, step.hop), *step.initial_state(2))
-    inputs, outputs = ["chunk", *STATE_NAMES], ["out", *(f"{n}_out" for n in STATE_NAMES)]
+    names = step.state_names
+    inputs, outputs = ["chunk", *names], ["out", *(f"{n}_out" for n in names)]
     x = test_signal(sample_rate)
     reference = run(step, x, step.initial_state(2), step.hop)
     files, checks = {}, {}
@@ -126,13 +127,13 @@ def export_streaming(model, sample_rate: int, out: Path, formats, level_seconds,
     if "onnx" in formats:
         path = out / ".tmp-streaming.onnx"
         batch = torch.export.Dim("batch", min=1, max=4096)
-        dynamic = ({0: batch}, {0: batch}, {0: batch}, {1: batch}, {1: batch}, {0: batch})
+        dynamic = ({0: batch}, *({axis: batch} for axis in step.batch_dims))
         export_onnx(step, example, path, inputs, outputs, dynamic, meta)
         files["onnx"], checks["onnx"] = path, run(OnnxStep(path, inputs), x, step.initial_state(2), step.hop)
     info = {
         **meta,
-        "level_seconds": level_seconds if fixed_scale is None else None,
-        "fixed_scale": fixed_scale,
+        "level_seconds": level_seconds if fixed_scale is None and hasattr(step, "decay") else None,
+        "fixed_scale": fixed_scale if hasattr(step, "decay") else None,
         "inputs": {"chunk": ["batch", step.hop], **state_shapes(step)},
         "outputs": {"out": ["batch", step.hop], **{f"{n}_out": s for n, s in state_shapes(step).items()}},
         "initial_state": "zeros",
