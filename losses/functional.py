@@ -19,3 +19,14 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -
     target = alpha * reference
     residual = estimate - target
     return 10 * torch.log10((target.pow(2).sum(-1) + eps) / (residual.pow(2).sum(-1) + eps))
+
+
+def below(x: torch.Tensor, cutoff_hz: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Each row (B, T) with its spectrum above its own cut-off (B,) set to zero: a brick
+    wall by FFT, differentiable, in float32. What a loss compares where the input lost the
+    band above the cut-off (trainer/data/augment.py's `bandlimit_target: masked`)."""
+    with torch.autocast(x.device.type, enabled=False):
+        spec = torch.fft.rfft(x.float(), dim=-1)
+        freqs = torch.fft.rfftfreq(x.shape[-1], 1.0 / sample_rate).to(x.device)
+        keep = freqs[None, :] <= cutoff_hz.to(x.device, torch.float32)[:, None]
+        return torch.fft.irfft(spec * keep, n=x.shape[-1], dim=-1)

@@ -312,7 +312,102 @@ def test_clipping_and_quantisation_damage_the_input_only():
 
 def test_the_new_switches_leave_the_other_draws_as_they_were():
     base = Augment(SR, **EVERYTHING, seed=5)
-    more = Augment(SR, **EVERYTHING, p_eq=0.5, p_noiseless=0.2, p_clip=0.3, p_quantize=0.3, seed=5)
+    more = Augment(SR, **EVERYTHING, p_eq=0.5, p_noiseless=0.2, p_clip=0.3, p_quantize=0.3, p_speed=0.5, seed=5)
     a, b = base.plan(list(range(8))), more.plan(list(range(8)))
     for key, value in a.items():
         torch.testing.assert_close(b[key], value)
+
+
+def tone(freq: float, seconds: float = 0.5, level: float = 0.1) -> torch.Tensor:
+    t = torch.arange(int(seconds * SR), dtype=torch.float64) / SR  # float64 phase: a pure tone
+    return (level * torch.sin(2 * math.pi * freq * t)).float()
+
+
+def peak_hz(x: torch.Tensor) -> float:
+    return float(torch.fft.rfft(x.double()).abs().argmax()) * SR / x.shape[-1]
+
+
+def test_speed_resamples_speech_and_noise_each_by_its_own_factor_keeping_the_length():
+    """A 1 kHz 'voice' over a 2.5 kHz 'noise': after the stage each tone sits at its own
+    drawn factor times its frequency (hand-computed from the plan); the speech sped up
+    ends in a pause, the noise sped up is filled with its own start (no gap)."""
+    aug = Augment(SR, p_speed=1.0, speed=[0.9, 1.1])
+    key = next(k for k in range(50) if (lambda r: r[0] > 100 and r[1] > 100 and r[0] != r[1])(
+        aug.plan([k])["augment.speed_rates"][0].tolist()))  # fmt: skip
+    plan = aug.plan([key])
+    speech_rate, noise_rate = (plan["augment.speed_rates"][0] / 100).tolist()
+    clean, noise = tone(1000.0), tone(2500.0, level=0.05)
+    out = aug.apply({"clean": clean[None], "noisy": (clean + noise)[None]}, plan)
+    got_noise = out["noisy"][0] - out["clean"][0]
+    assert out["clean"].shape == (1, clean.shape[-1])
+    n_speech = int(clean.shape[-1] / speech_rate)  # the sped-up speech's own length; then silence
+    assert peak_hz(out["clean"][0, :n_speech]) == pytest.approx(1000.0 * speech_rate, abs=4.0)
+    assert peak_hz(got_noise) == pytest.approx(2500.0 * noise_rate, abs=4.0)
+    assert out["clean"][0, n_speech + 20 :].abs().max() < 1e-6
+    assert got_noise[-200:].abs().max() > 0.03
+    off = Augment(SR, p_speed=1.0, speed=[1.0, 1.0])
+    torch.testing.assert_close(off(pair(3), 0)["noisy"], pair(3)["noisy"])
+    with pytest.raises(ValueError, match="augment.speed"):
+        Augment(SR, p_speed=0.5, speed=[0.2, 1.0])
+
+
+def test_a_masked_band_limit_filters_the_input_alone_and_the_loss_looks_below_the_cut_off():
+    """`bandlimit_target: masked`: the noisy input through the low-pass, the clean target
+    untouched, the batch carrying each row's cut-off (Nyquist where the row was not limited);
+    the task's loss view of a 1 kHz + 6 kHz signal is the 1 kHz tone alone below a 3.5 kHz
+    cut-off, and the signal itself at Nyquist."""
+    from trainer.tasks import Denoise
+
+    aug = Augment(SR, p_bandlimit=0.5, bandlimit_hz=[3500, 3500], bandlimit_target="masked")
+    keys = list(range(12))
+    plan = aug.plan(keys)
+    on = plan["augment.bandlimit"]
+    assert 0 < int(on.sum()) < len(keys)
+    examples = [pair(k) for k in keys]
+    batch = {name: torch.stack([e[name] for e in examples]) for name in ("clean", "noisy")}
+    out = aug.apply(batch, plan)
+    torch.testing.assert_close(out["clean"], batch["clean"])
+    assert not torch.allclose(out["noisy"][on], batch["noisy"][on])
+    torch.testing.assert_close(out["noisy"][~on], batch["noisy"][~on])
+    assert out["loss_cutoff_hz"].tolist() == [3500.0 if o else SR / 2 for o in on.tolist()]
+
+    low, high = tone(1000.0), tone(6000.0)
+    signal = (low + high)[None].repeat(2, 1)
+    task = Denoise(sample_rate=SR)
+    view, target = task.loss_view(signal, signal * 2, {"loss_cutoff_hz": torch.tensor([3500.0, SR / 2])})
+    torch.testing.assert_close(view[0], low, atol=1e-5, rtol=0)
+    torch.testing.assert_close(view[1], low + high, atol=1e-5, rtol=0)
+    torch.testing.assert_close(target, view * 2)
+    assert task.loss_view(signal, signal, {})[0] is signal  # no cut-off: the signals as they are
+    filtered = Augment(SR, p_bandlimit=1.0, bandlimit_hz=[3500, 3500])(pair(0), 0)
+    assert "loss_cutoff_hz" not in filtered and not torch.allclose(filtered["clean"], pair(0)["clean"])
+
+
+def test_the_engine_trains_a_masked_band_limit_on_the_band_below_the_cut_off():
+    """Through the loader and `train_step`: the training batch carries `loss_cutoff_hz`,
+    and the loss receives output and target with nothing above each row's cut-off."""
+    from dataclasses import replace
+
+    from tests.conftest import tiny
+    from trainer.loop.engine import train_step
+    from trainer.run import assemble
+
+    parts = assemble(tiny("augment=recordings", "augment.p_bandlimit=1.0", "augment.bandlimit_hz=[3000,3000]",
+                          "augment.bandlimit_target=masked"))  # fmt: skip
+    parts.feed.sampler.set_position(0, 0)
+    batch = next(iter(parts.feed.train_loader))
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, output, target):
+            seen.append((output.detach(), target.detach()))
+            return (output - target).pow(2).mean(), {}
+
+    parts = replace(parts, optim=replace(parts.optim, loss=Recording()))
+    train_step(parts, [batch], grad_clip=None)
+    output, target = seen[0]
+    freqs = torch.fft.rfftfreq(output.shape[-1], 1 / SR)
+    for x in (output, target):
+        spectrum = torch.fft.rfft(x.double()).abs().pow(2)
+        assert spectrum[:, freqs > 3000].sum() < 1e-9 * spectrum.sum()
+    assert torch.fft.rfft(batch["clean"].double()).abs().pow(2)[:, freqs > 3000].sum() > 0  # the target had them

@@ -56,6 +56,28 @@ def test_every_noise_family_is_finite_unit_level_and_has_its_character():
     assert np.mean(clicks**4) > 10 * 3  # kurtosis far above a Gaussian's 3
 
 
+def level_variation(x: np.ndarray, frame: int = 400) -> float:
+    """The coefficient of variation of 25 ms frame levels: 0 for a stationary noise."""
+    levels = np.sqrt((x[: len(x) // frame * frame].reshape(-1, frame) ** 2).mean(1))
+    return float(levels.std() / levels.mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_opt_in_families_are_music_a_crowd_and_a_competing_talker(seed):
+    """Music is tonal (most energy in a few bins, as hum) and rhythmic (its level moves); a
+    crowd of 8-20 talkers at their distances murmurs (its level varies about half as much
+    as one or two nearby talkers'); none is in the default list."""
+    x = {n: noise._unit(noise.FAMILIES[n](np.random.default_rng(seed), 32000, 16000)) for n in noise.FAMILIES}
+    power = {n: np.abs(np.fft.rfft(v)) ** 2 for n, v in x.items()}
+    share = {n: np.sort(p)[-len(p) // 100 :].sum() / p.sum() for n, p in power.items()}
+    assert share["music"] > 0.7 > 0.1 > share["white"]
+    assert level_variation(x["music"]) > 0.3 > 0.05 > level_variation(x["white"])
+    assert level_variation(x["crowd"]) < 0.7 * level_variation(x["talker"])
+    assert {"music", "crowd", "talker"}.isdisjoint(noise.DEFAULT) and set(noise.DEFAULT) < set(noise.FAMILIES)
+    clip, names = noise.make_noise(np.random.default_rng(seed), 16000, 16000, ["music", "crowd"], 0.0, 0.0)
+    assert set(names) <= {"music", "crowd"} and np.sqrt(np.mean(clip**2)) == pytest.approx(1.0, rel=1e-6)
+
+
 def test_unknown_noise_family_is_rejected_by_name():
     with pytest.raises(ValueError, match="fog"):
         SyntheticSpeech(families=["white", "fog"])

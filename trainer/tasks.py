@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torchaudio.functional as AF
 
+from losses.functional import below
 from trainer import metrics as M
 
 # Slow metrics: name -> function(reference, degraded, sample_rate) on one example, in numpy
@@ -46,6 +47,10 @@ class Task:
 
     def predict(self, model, inputs, output) -> Any:
         return output.float()
+
+    def loss_view(self, output, target, batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+        """What the training loss compares: the output and the target as they are."""
+        return output, target
 
     def metrics(self, prediction, inputs, target) -> dict[str, torch.Tensor]:
         """Per-example validation metrics, each shaped (batch,)."""
@@ -102,6 +107,15 @@ class AudioTask(Task):
 
     def task_metrics(self, output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def loss_view(self, output, target, batch):
+        """Output and target below each row's `loss_cutoff_hz` where the batch carries one:
+        an input band-limited by augmentation (`bandlimit_target: masked`), so the loss does
+        not ask for the band the input lost."""
+        if "loss_cutoff_hz" not in batch:
+            return output, target
+        cutoff = batch["loss_cutoff_hz"]
+        return below(output, cutoff, self.sample_rate), below(target, cutoff, self.sample_rate)
 
     def metrics(self, prediction, inputs, target):
         out = self.task_metrics(prediction, inputs, target)

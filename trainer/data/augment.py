@@ -28,7 +28,8 @@ PEAK = 0.99  # outputs are scaled (never clipped) to stay below this
 # (-6 dB) to a close one (+6 dB). Fixed here rather than a knob nobody would tune.
 DRR_DB = (-6.0, 6.0)
 # Independent stream per augmentation (see the module docstring).
-_REVERB, _SNR, _BANDLIMIT, _GAIN, _SHIFT, _POLARITY, _EQ, _NOISELESS, _CLIP, _QUANTIZE = range(10)
+_REVERB, _SNR, _BANDLIMIT, _GAIN, _SHIFT, _POLARITY, _EQ, _NOISELESS, _CLIP, _QUANTIZE, _SPEED = range(11)
+SPEED_STEPS = 100  # speed factors are drawn to 1/100: a rate ratio of small integers, a short resampling kernel
 EQ_BANDS = 2  # peaking biquads per shaped signal (DeepFilterNet's and RNNoise's random EQ)
 
 
@@ -99,6 +100,24 @@ def _equalize(x: torch.Tensor, bands: torch.Tensor, sample_rate: int) -> torch.T
     return x
 
 
+def _speed(x: torch.Tensor, rates: torch.Tensor, wrap: bool) -> torch.Tensor:
+    """Row i played `rates[i] / SPEED_STEPS` times as fast (resampled: pitch and tempo
+    together, as a tape or a resampling front end changes them), kept at its length: cut, or
+    filled to it with silence (speech: a pause) or, `wrap`, with its own start (noise: no
+    gap). One resampling per distinct rate."""
+    n, out = x.shape[-1], x.clone()
+    for rate in rates.unique().tolist():
+        if rate == SPEED_STEPS:
+            continue
+        rows = (rates == rate).nonzero().squeeze(1).to(x.device)
+        y = AF.resample(x[rows], int(rate), SPEED_STEPS)[..., :n]
+        if y.shape[-1] < n:
+            fill = y[..., : n - y.shape[-1]] if wrap else torch.zeros_like(y[..., : n - y.shape[-1]])
+            y = torch.cat([y, fill], dim=-1)
+        out[rows] = y
+    return out
+
+
 def _roll(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Row i rolled by shift[i], as torch.roll rolls it."""
     if staged.batched_path(x.device):  # one gather
@@ -122,8 +141,10 @@ def _rows(x: torch.Tensor, on: torch.Tensor, transform) -> torch.Tensor:
 class Augment:
     """Re-mixes, reverberates, band-limits, re-levels, shifts and flips training pairs.
 
-    Applied in a fixed order: EQ, reverb, SNR, noise-free, band-limit, gain, shift,
-    polarity, then clipping and quantisation of the input alone. The EQ shapes speech and
+    Applied in a fixed order: speed, EQ, reverb, SNR, noise-free, band-limit, gain, shift,
+    polarity, then clipping and quantisation of the input alone. The speed stage
+    (`p_speed`, `speed`: DeepFilterNet's 0.9-1.1) resamples speech and noise each by its own
+    factor: other voices' pitch and tempo, other machines' hum. The EQ shapes speech and
     noise each through its own random peaking filters (`p_eq`, `eq_db`: a talker's and a
     microphone's colouring, a noise's own spectrum; the shaped speech is the target: the
     model is to remove noise, not colour). Reverb comes before the SNR re-mix so that the
@@ -132,7 +153,11 @@ class Augment:
     learn to leave clean speech alone, RNNoise's 1 in 8). The channel (band-limit) and
     level (gain) apply to the finished recording; shift and polarity change no levels.
     Clipping (`p_clip`, at `clip_db` below the input's peak) and quantisation (`p_quantize`,
-    to `quantize_bits`) damage the input only: the target stays clean.
+    to `quantize_bits`) damage the input only: the target stays clean. The band limit
+    filters input and target alike (`bandlimit_target: filtered`), or the input alone
+    (`masked`, RNNoise's recipe): the batch then carries each row's `loss_cutoff_hz`, and
+    the task's loss compares output and target below it only (`AudioTask.loss_view`), so
+    the model is not asked for what the channel removed.
     """
 
     def __init__(
@@ -154,6 +179,9 @@ class Augment:
         clip_db: Sequence[float] = (-20.0, -3.0),
         p_quantize: float = 0.0,
         quantize_bits: Sequence[float] = (8, 16),
+        p_speed: float = 0.0,
+        speed: Sequence[float] = (0.9, 1.1),
+        bandlimit_target: str = "filtered",
         seed: int = 0,
     ):
         if sample_rate <= 0:
@@ -162,6 +190,9 @@ class Augment:
             raise ValueError(f"augment.shift_seconds must be >= 0, got {shift_seconds}")
         if reverb_target not in ("wet", "dry"):
             raise ValueError(f"augment.reverb_target must be 'wet' or 'dry', got {reverb_target!r}")
+        if bandlimit_target not in ("filtered", "masked"):
+            raise ValueError(f"augment.bandlimit_target must be 'filtered' or 'masked', got {bandlimit_target!r}")
+        self.bandlimit_target = bandlimit_target
         self.sample_rate = int(sample_rate)
         self.gain_db = _range("gain_db", gain_db)
         self.snr_db = _range("snr_db", snr_db)
@@ -181,10 +212,14 @@ class Augment:
             raise ValueError(f"augment.clip_db is below the peak, so <= 0 dB; got {list(clip_db)}")
         self.p_quantize = _probability("p_quantize", p_quantize)
         self.quantize_bits = _range("quantize_bits", quantize_bits, positive=True)
+        self.p_speed = _probability("p_speed", p_speed)
+        self.speed = _range("speed", speed, positive=True)
+        if not (0.5 <= self.speed[0] and self.speed[1] <= 2.0):
+            raise ValueError(f"augment.speed: factors between 0.5 and 2 (1: unchanged), got {list(speed)}")
         self.seed = int(seed) % 2**64  # SeedSequence wants non-negative entropy
         self.active = bool(
             self.gain_db or self.snr_db or self.shift or self.p_polarity or self.p_bandlimit or self.p_reverb
-            or self.p_eq or self.p_noiseless or self.p_clip or self.p_quantize
+            or self.p_eq or self.p_noiseless or self.p_clip or self.p_quantize or self.p_speed
         )  # fmt: skip
 
     def _rng(self, key: int, stage: int) -> np.random.Generator:
@@ -242,6 +277,12 @@ class Augment:
             draws = [self._rng(k, _QUANTIZE) for k in keys]
             plan["quantize"] = np.array([r.random() < self.p_quantize for r in draws])
             plan["bits"] = np.array([round(r.uniform(*self.quantize_bits)) for r in draws], np.int64)
+        if self.p_speed:  # speech's rate, then the noise's, in 1/SPEED_STEPS
+            rates = np.full((b, 2), SPEED_STEPS, np.int64)
+            for i, key in enumerate(keys):
+                if (rng := self._rng(key, _SPEED)).random() < self.p_speed:
+                    rates[i] = np.round(rng.uniform(*self.speed, 2) * SPEED_STEPS)
+            plan["speed_rates"] = rates
         return {f"augment.{k}": torch.from_numpy(v) for k, v in plan.items()}
 
     def apply(self, batch: dict[str, torch.Tensor], plan: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -251,8 +292,15 @@ class Augment:
         clean = batch["clean"].float()
         noisy = batch["noisy"].float() if "noisy" in batch else None
         # the noise alone, where a stage needs it (each batch-sized temporary costs a loader time)
-        needs_noise = "reverb" in plan or "snr_db" in plan or "eq" in plan
+        needs_noise = "reverb" in plan or "snr_db" in plan or "eq" in plan or "speed_rates" in plan
         noise = noisy - clean if noisy is not None and needs_noise else None
+
+        if "speed_rates" in plan:
+            rates = plan["speed_rates"]
+            clean = _speed(clean, rates[:, 0], wrap=False)
+            if noise is not None:
+                noise = _speed(noise, rates[:, 1], wrap=True)
+                noisy = clean + noise
 
         if "eq" in plan:  # speech and noise each shaped by its own filters; the shaped speech is the target
             bands, on = plan["eq_bands"], plan["eq"]
@@ -280,9 +328,13 @@ class Augment:
         if "noiseless" in plan and noisy is not None:
             noisy = torch.where(plan["noiseless"].to(clean.device)[:, None], speech, noisy)
 
+        loss_cutoff = None
         if "bandlimit" in plan:
             cutoff = plan["cutoff_hz"]
-            clean = _rows(clean, plan["bandlimit"], lambda x, i: _lowpass(x, cutoff[i], self.sample_rate))
+            if self.bandlimit_target == "filtered":
+                clean = _rows(clean, plan["bandlimit"], lambda x, i: _lowpass(x, cutoff[i], self.sample_rate))
+            else:  # the loss looks below the cut-off only; elsewhere (no band limit) at everything
+                loss_cutoff = torch.where(plan["bandlimit"], cutoff, self.sample_rate / 2).float()
             if noisy is not None:
                 noisy = _rows(noisy, plan["bandlimit"], lambda x, i: _lowpass(x, cutoff[i], self.sample_rate))
 
@@ -315,6 +367,8 @@ class Augment:
         out = dict(batch, clean=clean.contiguous())
         if noisy is not None:
             out["noisy"] = noisy.contiguous()
+        if loss_cutoff is not None:
+            out["loss_cutoff_hz"] = loss_cutoff.to(clean.device)
         return out
 
     def __call__(self, example: dict[str, torch.Tensor], key: int) -> dict[str, torch.Tensor]:

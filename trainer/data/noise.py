@@ -3,7 +3,10 @@
 The families cover what speech enhancement meets in practice: broadband hiss (white),
 coloured noise from 1/f to 1/f^2 and arbitrary smooth spectra (fans, cars, rooms), mains
 hum with harmonics, babble made of other synthetic voices, impulsive clicks, and slowly
-modulated (non-stationary) versions of them, optionally reverberant.
+modulated (non-stationary) versions of them, optionally reverberant. Three more are opt-in
+(`data.families`), for what recordings hold and the default list does not: a `crowd` of
+talkers each at its own distance in one room, one or two nearby competing `talker`s, and
+procedural `music` (pitched notes with harmonics over a bass line and percussion).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainer.data import voice
+from trainer.data.augment import room_impulse_response
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -68,6 +72,69 @@ def babble(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray
     return reverberate(rng, x, sr)
 
 
+def crowd(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
+    """A crowd in one room, each of 8 to 20 talkers at its own distance: one reverberation
+    time for the room, a direct-to-reverberant ratio per talker from -10 dB (across the room)
+    to +5 dB (the next table), so near voices stay intelligible and far ones smear into the
+    diffuse murmur, as in a cafeteria recording."""
+    talker = talker or (lambda r, m: voice.render(r, m, sr))
+    rt60 = rng.uniform(0.3, 1.0)
+    x = np.zeros(n)
+    for _ in range(int(rng.integers(8, 21))):
+        rir = room_impulse_response(rt60, sr, rng, rng.uniform(-10.0, 5.0)).double().numpy()
+        x += rng.uniform(0.3, 1.0) * _convolve(talker(rng, n), rir)
+    return x
+
+
+def competing(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
+    """One or two other talkers close by (a conversation at the next desk, a TV): speech the
+    model must not keep, mildly reverberant half of the time."""
+    talker = talker or (lambda r, m: voice.render(r, m, sr))
+    x = sum(rng.uniform(0.5, 1.0) * talker(rng, n) for _ in range(int(rng.integers(1, 3))))
+    if rng.random() < 0.5:
+        x = _convolve(x, room_impulse_response(rng.uniform(0.2, 0.6), sr, rng, 3.0).double().numpy())
+    return x
+
+
+def music(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Procedural music: a tempo and a scale; a melody and a bass line of notes (harmonic
+    partials with their own decay), chords on some beats, and percussion (a pitch-swept
+    kick, noise-burst hats) on others: tonal, rhythmic and wideband at once."""
+    t_beat = 60.0 / rng.uniform(70, 160)
+    root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11] if rng.random() < 0.5 else [0, 2, 3, 5, 7, 8, 10])
+    x = np.zeros(n)
+    beat = int(t_beat * sr)
+
+    def note(freq: float, length: int, partials: int, decay: float) -> np.ndarray:
+        t = np.arange(length) / sr
+        k = np.arange(1, partials + 1)
+        k = k[k * freq < sr / 2]
+        tone = np.sin(2 * np.pi * freq * np.outer(t, k) + rng.uniform(0, 2 * np.pi, len(k))) @ (1.0 / k)
+        return tone * np.exp(-t / decay) * np.minimum(1.0, t / 0.005)  # 5 ms attack
+
+    def place(sound: np.ndarray, start: int, gain: float) -> None:
+        end = min(n, start + len(sound))
+        x[start:end] += gain * sound[: end - start]
+
+    for i, start in enumerate(range(0, n, beat)):
+        degree = scale[rng.integers(0, len(scale))]
+        place(note(root * 2 ** (degree / 12 + rng.integers(1, 3)), beat, 8, rng.uniform(0.1, 0.5)), start, 0.6)
+        if i % 2 == 0:
+            place(note(root / 2 * 2 ** (degree / 12), 2 * beat, 4, 0.6), start, 0.8)
+        if rng.random() < 0.3:  # a chord: the degree's third and fifth
+            for step in (2, 4):
+                pitch = scale[(int(np.flatnonzero(scale == degree)[0]) + step) % len(scale)]
+                place(note(root * 2 ** (pitch / 12 + 1), beat, 6, 0.8), start, 0.3)
+        if i % 2 == 0:  # kick: a sine swept down from 120 to 50 Hz
+            t = np.arange(int(0.15 * sr)) / sr
+            place(np.sin(2 * np.pi * (50 * t + 70 * 0.03 * (1 - np.exp(-t / 0.03)))) * np.exp(-t / 0.05), start, 1.0)
+        else:  # hat: a short burst of high-passed noise
+            burst = np.diff(rng.standard_normal(int(0.04 * sr) + 1)) * np.exp(-np.arange(int(0.04 * sr)) / (0.008 * sr))
+            place(burst, start, 0.3)
+    return x
+
+
 def clicks(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Impulsive noise: decaying clicks at a random rate over a faint hiss."""
     x = rng.uniform(0.0, 0.05) * rng.standard_normal(n)
@@ -87,7 +154,12 @@ FAMILIES = {
     "hum": hum,
     "babble": babble,
     "clicks": clicks,
+    "crowd": crowd,
+    "talker": competing,
+    "music": music,
 }
+DEFAULT = ("white", "coloured", "shaped", "hum", "babble", "clicks")  # conf/data/synthetic.yaml's
+TALKING = {"babble", "crowd", "talker"}  # the families made of voices (a dataset passes its own)
 
 
 def modulate(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
@@ -104,7 +176,12 @@ def reverberate(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     m = int(rt60 * sr)
     rir = rng.standard_normal(m) * np.exp(-6.9 * np.arange(m) / m)
     rir[0] = 1.0 + abs(rir[0])
-    n_fft = int(2 ** np.ceil(np.log2(len(x) + m)))
+    return _convolve(x, rir)
+
+
+def _convolve(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """`x` through `rir`, cut to the length of `x` (by FFT: a second-long response)."""
+    n_fft = int(2 ** np.ceil(np.log2(len(x) + len(rir))))
     return np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(rir, n_fft), n_fft)[: len(x)]
 
 
@@ -124,7 +201,7 @@ def make_noise(
     names = pick_families(rng, families)
     parts = []
     for name in names:
-        x = babble(rng, n, sr, talker) if name == "babble" else FAMILIES[name](rng, n, sr)
+        x = FAMILIES[name](rng, n, sr, talker) if name in TALKING else FAMILIES[name](rng, n, sr)
         parts.append(rng.uniform(0.3, 1.0) * _unit(x))
     x = sum(parts)
     if rng.random() < p_modulate:

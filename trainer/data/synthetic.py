@@ -54,7 +54,7 @@ class SyntheticSpeech:
         segment_seconds: float = 1.0,
         snr_db: Sequence[float] = (-5.0, 15.0),
         level_db: Sequence[float] = (-35.0, -15.0),
-        families: Sequence[str] = tuple(noise.FAMILIES),
+        families: Sequence[str] = noise.DEFAULT,
         p_modulate: float = 0.3,
         p_reverb: float = 0.15,
         corpus_size: int = 1024,

@@ -65,7 +65,7 @@ def train_step(
         with no_sync(net.ddp, last=i == accum - 1):  # DDP: one gradient all-reduce per step
             with opt.precision.autocast():
                 output = net.trained(inputs)
-                total, terms = opt.loss(output, target)
+                total, terms = opt.loss(*p.task.loss_view(output, target, batch))
             if probe is not None and i == 0:  # per-term gradients of the first micro-batch
                 probe.terms(terms, getattr(opt.loss, "weights", {}), scaler.get_scale() if scaler.is_enabled() else 1.0)
             # Each micro-batch contributes 1/accum: the summed gradient equals one batch of batch*accum.
