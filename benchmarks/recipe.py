@@ -8,7 +8,8 @@ espeak-ng speech set and grouped over their seeds.
 Every run of the sweeps (its best checkpoint) is scored as `python -m benchmarks.speech`
 scores one; runs that differ only in `trainer.seed` (one experiment group) are one
 configuration, named by the label it first appears under (list the sweep that varies
-everything first). Per
+everything first; a name that another configuration already has is prefixed with its
+sweep's folder, as a multirun names its jobs by what it sweeps alone). Per
 configuration, the mean over seeds ± sd with its 95% interval (Student t) of: the in-domain
 SI-SDRi (the run's own validation), the training time, and on the speech set SI-SDRi,
 PESQ-WB gain, STOI change, and SI-SDRi in babble and at 10 dB input SNR (where a model
@@ -91,8 +92,8 @@ def main(argv: list[str]) -> None:
     manifest = {r["file"]: r for r in csv.DictReader(open(args.data / "manifest.csv"))}
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     names: dict[str, str] = {}  # a configuration's name: the label it first appears under
-    runs = {folder: label for sweep in args.sweeps for folder, label in members(sweep).items()}
-    for folder, label in runs.items():
+    runs = {folder: (sweep, label) for sweep in args.sweeps for folder, label in members(sweep).items()}
+    for folder, (sweep, label) in runs.items():
         s = run_summary.read(folder)
         if s is None or not (Path(folder) / "checkpoints" / "best.pt").is_file():
             print(f"skipped {folder}: not finished", file=sys.stderr)
@@ -103,7 +104,11 @@ def main(argv: list[str]) -> None:
             "train s": s.get("train_seconds"),
         }
         group = read_run(Path(folder)).grp or label  # the config without its seed: repeats share it
-        names.setdefault(group, configuration(label))
+        if group not in names:
+            name = configuration(label)
+            # A multirun names its jobs by what it sweeps, so two sweeps' different configurations
+            # can share a name ("default", "trainer.seed=1"): the sweep's folder tells them apart.
+            names[group] = f"{sweep.name}: {name}" if name in names.values() else name
         groups[names[group]].append(got)
         print(f"scored {label}: " + ", ".join(f"{k} {v:.3g}" for k, v in got.items() if v is not None), file=sys.stderr)
     model, why = anchor(args.anchor)
