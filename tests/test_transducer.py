@@ -192,7 +192,7 @@ def test_task_transducer_selects_its_data_model_loss_and_budget():
     assert (cfg.trainer.epochs, cfg.trainer.steps_per_epoch, cfg.trainer.target) == (8, 200, 0.10)
     cfg = compose_cfg("task=transducer", "trainer.epochs=2", "model.hidden=16", "data.vocab=5")
     assert (cfg.trainer.epochs, cfg.model.hidden, cfg.model.vocab_size) == (2, 16, 6)  # the command line wins
-    assert compose_cfg().trainer.epochs == 6  # the default job keeps its own budget
+    assert compose_cfg().trainer.epochs == 10  # the default job keeps its own budget
 
 
 def test_audio_augmentation_with_the_transducer_is_refused_by_name():

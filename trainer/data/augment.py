@@ -12,12 +12,14 @@ the others draw for the same key (an ablation changes one thing).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
+import torchaudio.transforms as T
 
 from trainer.data import staged
 from trainer.data.checks import span
@@ -100,6 +102,13 @@ def _equalize(x: torch.Tensor, bands: torch.Tensor, sample_rate: int) -> torch.T
     return x
 
 
+@functools.lru_cache(maxsize=128)
+def _resampler(rate: int, device: torch.device) -> T.Resample:
+    """torchaudio's resampler from `rate` to SPEED_STEPS, its sinc kernel built once (building
+    it is most of a one-second resampling's cost) and kept on `device`."""
+    return T.Resample(rate, SPEED_STEPS).to(device)
+
+
 def _speed(x: torch.Tensor, rates: torch.Tensor, wrap: bool) -> torch.Tensor:
     """Row i played `rates[i] / SPEED_STEPS` times as fast (resampled: pitch and tempo
     together, as a tape or a resampling front end changes them), kept at its length: cut, or
@@ -110,7 +119,7 @@ def _speed(x: torch.Tensor, rates: torch.Tensor, wrap: bool) -> torch.Tensor:
         if rate == SPEED_STEPS:
             continue
         rows = (rates == rate).nonzero().squeeze(1).to(x.device)
-        y = AF.resample(x[rows], int(rate), SPEED_STEPS)[..., :n]
+        y = _resampler(int(rate), x.device)(x[rows])[..., :n]
         if y.shape[-1] < n:
             fill = y[..., : n - y.shape[-1]] if wrap else torch.zeros_like(y[..., : n - y.shape[-1]])
             y = torch.cat([y, fill], dim=-1)
@@ -144,7 +153,8 @@ class Augment:
     Applied in a fixed order: speed, EQ, reverb, SNR, noise-free, band-limit, gain, shift,
     polarity, then clipping and quantisation of the input alone. The speed stage
     (`p_speed`, `speed`: DeepFilterNet's 0.9-1.1) resamples speech and noise each by its own
-    factor: other voices' pitch and tempo, other machines' hum. The EQ shapes speech and
+    factor: other voices' pitch and tempo, other machines' hum (a factor above 1 also
+    low-passes, at Nyquist / factor: 7.3 kHz of 8 at 1.1). The EQ shapes speech and
     noise each through its own random peaking filters (`p_eq`, `eq_db`: a talker's and a
     microphone's colouring, a noise's own spectrum; the shaped speech is the target: the
     model is to remove noise, not colour). Reverb comes before the SNR re-mix so that the
