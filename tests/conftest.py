@@ -71,6 +71,7 @@ LONG_FIRST = (
     "test_the_default_job_and_a_search_print_no_warning",
     "test_a_reused_run_has_the_sweeps_name_everywhere",
     "test_rerun_continues_the_study_without_repeating_or_overwriting",
+    "test_export_cli_streams_a_gtcrn",
     "test_sigkill_and_resume_reproduces_every_step",
     "test_short_run_improves_si_sdr_on_espeak_speech",
     "test_search_killed_mid_trial_and_rerun_completes_without_repeats",

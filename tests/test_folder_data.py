@@ -343,3 +343,31 @@ def test_a_file_changed_under_a_running_job_fails_its_read_by_name_or_is_skipped
         items = lenient.train().__getitems__(keys)
     assert len(items) == len(keys) and all(torch.isfinite(i["noisy"]).all() for i in items)
     assert any(victim.name in r.message and "skipped" in r.message for r in caplog.records)
+
+
+def test_the_recordings_switches_reach_folder_mix_batches(speech_noise):
+    """The augmentation switches work on real folders as on the embedded data: through the
+    job's loader, `augment.p_speed` moves each clean tone by its factor (hand-computed from
+    the tone's frequency), and `bandlimit_target=masked` hands the loss its cut-off."""
+    from tests.conftest import TINY, compose_cfg
+    from trainer.run import assemble
+
+    speech, noise = speech_noise
+    folders = ("data=folder_mix", f"data.speech_dir={speech}", f"data.noise_dir={noise}", "data.segment_seconds=0.1",
+               "data.cache_dir=null", "trainer.batch_size=4")  # fmt: skip
+
+    def first_batch(*overrides):
+        parts = assemble(compose_cfg(*[o for o in TINY if not o.startswith("data.")], *folders, *overrides))
+        parts.feed.sampler.set_position(0, 0)
+        return next(iter(parts.feed.train_loader))
+
+    plain = first_batch("augment=none")
+    sped = first_batch("augment=recordings", "augment.p_eq=0", "augment.p_noiseless=0", "augment.p_clip=0",
+                       "augment.p_quantize=0", "augment.gain_db=null", "augment.shift_seconds=0",
+                       "augment.p_polarity=0", "augment.p_speed=1.0", "augment.speed=[1.1,1.1]")  # fmt: skip
+    for before, after in zip(plain["clean"], sped["clean"]):
+        n = int(len(after) / 1.1)  # the sped-up crop's own length (then a pause)
+        got = float(np.argmax(np.abs(np.fft.rfft(after[:n].numpy())))) * SR / n
+        assert got == pytest.approx(1.1 * signature(before), abs=SR / n + 1)
+    masked = first_batch("augment=recordings", "augment.p_bandlimit=1.0", "augment.bandlimit_target=masked")
+    assert ((masked["loss_cutoff_hz"] >= 3000) & (masked["loss_cutoff_hz"] <= 7000)).all()
