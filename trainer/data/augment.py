@@ -12,14 +12,12 @@ the others draw for the same key (an ablation changes one thing).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
-import torchaudio.transforms as T
 
 from trainer.data import staged
 from trainer.data.checks import span
@@ -102,13 +100,6 @@ def _equalize(x: torch.Tensor, bands: torch.Tensor, sample_rate: int) -> torch.T
     return x
 
 
-@functools.lru_cache(maxsize=128)
-def _resampler(rate: int, device: torch.device) -> T.Resample:
-    """torchaudio's resampler from `rate` to SPEED_STEPS, its sinc kernel built once (building
-    it is most of a one-second resampling's cost) and kept on `device`."""
-    return T.Resample(rate, SPEED_STEPS).to(device)
-
-
 def _speed(x: torch.Tensor, rates: torch.Tensor, wrap: bool) -> torch.Tensor:
     """Row i played `rates[i] / SPEED_STEPS` times as fast (resampled: pitch and tempo
     together, as a tape or a resampling front end changes them), kept at its length: cut, or
@@ -119,7 +110,10 @@ def _speed(x: torch.Tensor, rates: torch.Tensor, wrap: bool) -> torch.Tensor:
         if rate == SPEED_STEPS:
             continue
         rows = (rates == rate).nonzero().squeeze(1).to(x.device)
-        y = _resampler(int(rate), x.device)(x[rows])[..., :n]
+        # torchaudio.functional, not a cached transforms.Resample: the transform's kernel
+        # differs by 1e-6, which moves a trained model, and the default recipe was chosen
+        # with this one (building the kernel is only an eighth of the stage's time)
+        y = AF.resample(x[rows], int(rate), SPEED_STEPS)[..., :n]
         if y.shape[-1] < n:
             fill = y[..., : n - y.shape[-1]] if wrap else torch.zeros_like(y[..., : n - y.shape[-1]])
             y = torch.cat([y, fill], dim=-1)
