@@ -135,12 +135,13 @@ def test_export_cli_streams_a_gtcrn(tmp_path, capsys):
 
     checkpoint = untrained_checkpoint(tmp_path, "model=gtcrn")
     out = tmp_path / "export"
-    assert export.main([str(checkpoint), "-o", str(out)]) == 0
+    assert export.main([str(checkpoint), "-o", str(out), "--fixed-scale", "0.1"]) == 0
     info = json.loads((out / "export.json").read_text())
     assert info["kind"] == "streaming" and info["files"] == {"torchscript": "streaming.pt", "onnx": "streaming.onnx"}
     assert list(info["inputs"]) == ["chunk", "frame", "overlap", "conv", "attention", "grnn"]
-    assert info["inputs"]["conv"] == ["batch", 16, 32, 33] and info["level_seconds"] is None
-    assert "algorithmic latency 32.0 ms" in capsys.readouterr().out
+    assert info["inputs"]["conv"] == ["batch", 16, 32, 33] and info["level_seconds"] is info["fixed_scale"] is None
+    said = capsys.readouterr()
+    assert "algorithmic latency 32.0 ms" in said.out and "--fixed-scale" in said.err and "ignored" in said.err
 
     model, _ = load_model(checkpoint, torch.device("cpu"))
     step = streaming_form(model, 16000)

@@ -110,6 +110,9 @@ def export_onnx(module, args: tuple, path: Path, inputs: list[str], outputs: lis
 
 def export_streaming(model, sample_rate: int, out: Path, formats, level_seconds, fixed_scale) -> dict:
     step = streaming_form(model, sample_rate, level_seconds=level_seconds, fixed_scale=fixed_scale).eval()
+    if fixed_scale is not None and not hasattr(step, "decay"):
+        print(f"note: --fixed-scale sets the LSTM's input level; a {type(model).__name__} normalises no level: "
+              "ignored", file=sys.stderr)  # fmt: skip
     example = (torch.zeros(2, step.hop), *step.initial_state(2))
     names = step.state_names
     inputs, outputs = ["chunk", *names], ["out", *(f"{n}_out" for n in names)]
