@@ -59,6 +59,11 @@ def hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return _unit(x) + rng.uniform(0.0, 0.1) * rng.standard_normal(n)
 
 
+def _new_voices(sr: int):
+    """The talker of the voiced families when a dataset passes none: a new voice per call."""
+    return lambda r, m: voice.render(r, m, sr)
+
+
 def babble(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
     """A crowd in a room: 6 to 16 other synthetic talkers at random levels, reverberant.
 
@@ -67,7 +72,7 @@ def babble(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray
     supplies one voice (a dataset passes its own corpus, which costs nothing to reuse);
     by default a new voice is rendered.
     """
-    talker = talker or (lambda r, m: voice.render(r, m, sr))
+    talker = talker or _new_voices(sr)
     x = sum(rng.uniform(0.3, 1.0) * talker(rng, n) for _ in range(int(rng.integers(6, 17))))
     return reverberate(rng, x, sr)
 
@@ -77,7 +82,7 @@ def crowd(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
     time for the room, a direct-to-reverberant ratio per talker from -10 dB (across the room)
     to +5 dB (the next table), so near voices stay intelligible and far ones smear into the
     diffuse murmur, as in a cafeteria recording."""
-    talker = talker or (lambda r, m: voice.render(r, m, sr))
+    talker = talker or _new_voices(sr)
     rt60 = rng.uniform(0.3, 1.0)
     x = np.zeros(n)
     for _ in range(int(rng.integers(8, 21))):
@@ -89,7 +94,7 @@ def crowd(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
 def competing(rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
     """One or two other talkers close by (a conversation at the next desk, a TV): speech the
     model must not keep, mildly reverberant half of the time."""
-    talker = talker or (lambda r, m: voice.render(r, m, sr))
+    talker = talker or _new_voices(sr)
     x = sum(rng.uniform(0.5, 1.0) * talker(rng, n) for _ in range(int(rng.integers(1, 3))))
     if rng.random() < 0.5:
         x = _convolve(x, room_impulse_response(rng.uniform(0.2, 0.6), sr, rng, 3.0).double().numpy())
