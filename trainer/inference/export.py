@@ -110,7 +110,8 @@ def export_onnx(module, args: tuple, path: Path, inputs: list[str], outputs: lis
 
 def export_streaming(model, sample_rate: int, out: Path, formats, level_seconds, fixed_scale) -> dict:
     step = streaming_form(model, sample_rate, level_seconds=level_seconds, fixed_scale=fixed_scale).eval()
-    if fixed_scale is not None and not isinstance(step, StreamingEnhancer):
+    levelled = isinstance(step, StreamingEnhancer)  # the LSTM's stream; the GTCRN's has no level
+    if fixed_scale is not None and not levelled:
         print(f"note: --fixed-scale sets the LSTM's input level; a {type(model).__name__} normalises no level: "
               "ignored", file=sys.stderr)  # fmt: skip
     example = (torch.zeros(2, step.hop), *step.initial_state(2))
@@ -135,8 +136,8 @@ def export_streaming(model, sample_rate: int, out: Path, formats, level_seconds,
         files["onnx"], checks["onnx"] = path, run(OnnxStep(path, inputs), x, step.initial_state(2), step.hop)
     info = {
         **meta,
-        "level_seconds": level_seconds if fixed_scale is None and isinstance(step, StreamingEnhancer) else None,
-        "fixed_scale": fixed_scale if isinstance(step, StreamingEnhancer) else None,
+        "level_seconds": level_seconds if fixed_scale is None and levelled else None,
+        "fixed_scale": fixed_scale if levelled else None,
         "inputs": {"chunk": ["batch", step.hop], **state_shapes(step)},
         "outputs": {"out": ["batch", step.hop], **{f"{n}_out": s for n, s in state_shapes(step).items()}},
         "initial_state": "zeros",
